@@ -1,0 +1,83 @@
+"""newsletter-queue: background jobs for a multi-tenant newsletter platform.
+
+Campaign email over SMTP, analytics aggregation and AI content jobs on Redis, stored in
+BullMQ's data model so Node BullMQ producers, workers and dashboards interoperate.
+
+``queue_manager`` is created from the environment on first access::
+
+    from newsletter_queue import queue_manager
+    stats = await queue_manager.get_queue_stats("email")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .config import Settings, load_settings
+from .errors import (
+    ConfigurationError,
+    EmbeddedServerError,
+    EvictionPolicyError,
+    FieldError,
+    JobNotFoundError,
+    JobValidationError,
+    NewsletterQueueError,
+    QueueNotFoundError,
+    RedisError,
+    RedisOutOfMemoryError,
+    RedisUnavailableError,
+    RedisVersionError,
+)
+from .jobs import AIJobData, AnalyticsJobData, EmailContent, EmailJobData, Recipient
+from .manager import JobOptions, QueueManager
+from .queues import QUEUE_DEFAULTS, QueueConfig, QueueName
+from .records import EnqueuedJob, HealthCheck, JobInfo, QueueStats
+
+if TYPE_CHECKING:
+    queue_manager: QueueManager
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "QUEUE_DEFAULTS",
+    "AIJobData",
+    "AnalyticsJobData",
+    "ConfigurationError",
+    "EmailContent",
+    "EmailJobData",
+    "EmbeddedServerError",
+    "EnqueuedJob",
+    "EvictionPolicyError",
+    "FieldError",
+    "HealthCheck",
+    "JobInfo",
+    "JobNotFoundError",
+    "JobOptions",
+    "JobValidationError",
+    "NewsletterQueueError",
+    "QueueConfig",
+    "QueueManager",
+    "QueueName",
+    "QueueNotFoundError",
+    "QueueStats",
+    "Recipient",
+    "RedisError",
+    "RedisOutOfMemoryError",
+    "RedisUnavailableError",
+    "RedisVersionError",
+    "Settings",
+    "__version__",
+    "load_settings",
+    "queue_manager",
+]
+
+_lazy: dict[str, Any] = {}
+
+
+def __getattr__(name: str) -> Any:
+    """Create ``queue_manager`` from the environment the first time it is used."""
+    if name == "queue_manager":
+        if "queue_manager" not in _lazy:
+            _lazy["queue_manager"] = QueueManager(load_settings())
+        return _lazy["queue_manager"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

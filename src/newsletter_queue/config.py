@@ -1,0 +1,239 @@
+"""Settings, read from the environment and a ``.env`` file (pydantic-settings).
+
+The usual twelve-factor names work as they are (``REDIS_URL``, ``SMTP_URL``,
+``DATABASE_URL``, ``AI_BASE_URL``, ``AI_API_KEY``, ``AI_MODEL``); everything else is
+``NLQ_``-prefixed. Nested per-queue overrides use ``__``, for example
+``NLQ_QUEUES__EMAIL__CONCURRENCY=10`` or
+``NLQ_QUEUES__AI__RATE_LIMIT='{"max": 3, "duration_ms": 1000}'``.
+
+Every secret is a ``SecretStr`` and URLs that may carry a password are rendered through
+``mask_url`` whenever they are shown, so no repr, log line or API response contains one.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import platformdirs
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .queues import DEFAULT_KEY_PREFIX, QUEUE_DEFAULTS, QueueConfig
+
+APP_NAME = "newsletter-queue"
+DEFAULT_PROBE_URL = "redis://127.0.0.1:6379"
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.{}-]+$")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with its password (if any) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def default_state_dir() -> Path:
+    """Where the embedded Redis data and the SQLite file live by default."""
+    return Path(platformdirs.user_state_dir(APP_NAME, appauthor=False))
+
+
+class RedisTLS(BaseModel):
+    """TLS options for ``rediss://`` URLs (paths to PEM files)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    verify: bool = True
+    check_hostname: bool = True
+
+
+class JobLimits(BaseModel):
+    """Caps applied to every job payload at enqueue time."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_payload_bytes: PositiveInt = 512 * 1024
+    max_recipients_per_job: PositiveInt = 1000
+
+
+def _default_queues() -> dict[str, QueueConfig]:
+    return dict(QUEUE_DEFAULTS)
+
+
+class Settings(BaseSettings):
+    """All configuration of newsletter-queue. Construct with keywords to override."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NLQ_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    # --- Redis -------------------------------------------------------------------------
+    redis_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "NLQ_REDIS_URL", "redis_url"),
+        description="redis://, rediss:// or unix:// URL; unset → local or embedded server",
+    )
+    redis_tls: RedisTLS = RedisTLS()
+    redis_cluster: bool = Field(
+        default=False, description="Connect with the Redis Cluster client"
+    )
+    redis_connect_timeout_s: float = Field(default=2.0, gt=0)
+    redis_command_timeout_s: float = Field(
+        default=10.0, gt=0, description="Socket timeout of non-blocking connections"
+    )
+    redis_probe_url: str = Field(
+        default=DEFAULT_PROBE_URL,
+        description="Where to look for a running server when REDIS_URL is unset",
+    )
+    embedded_redis: Literal["auto", "never", "always"] = Field(
+        default="auto",
+        description="auto: start a private server only when REDIS_URL is unset and "
+        "nothing answers at redis_probe_url",
+    )
+    strict: bool = Field(
+        default=False, description="Refuse to start on a Redis that may evict keys"
+    )
+    key_prefix: str = Field(default=DEFAULT_KEY_PREFIX, min_length=1, max_length=64)
+    state_dir: Path = Field(default_factory=default_state_dir)
+
+    # --- Queues and jobs ---------------------------------------------------------------
+    queues: dict[str, QueueConfig] = Field(default_factory=_default_queues)
+    job_limits: JobLimits = JobLimits()
+    default_batch_size: Annotated[int, Field(ge=1, le=1000)] = 100
+
+    # --- Settings used by the processors, API and CLI ----------------------------------
+    smtp_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SMTP_URL", "NLQ_SMTP_URL", "smtp_url"),
+        description="smtp:// or smtps:// (user:password@host:port); unset → dev sink",
+    )
+    smtp_pool_size: PositiveInt = 4
+    mail_from: str = "Newsletter <newsletter@localhost>"
+    emails_per_second: PositiveInt = 2000
+    emails_per_second_per_tenant: PositiveInt = 500
+    database_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "NLQ_DATABASE_URL", "database_url"),
+        description="SQLAlchemy async URL; unset → SQLite file in state_dir",
+    )
+    ai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("AI_BASE_URL", "NLQ_AI_BASE_URL", "ai_base_url")
+    )
+    ai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("AI_API_KEY", "NLQ_AI_API_KEY", "ai_api_key")
+    )
+    ai_model: str = Field(
+        default="gpt-4o-mini",
+        validation_alias=AliasChoices("AI_MODEL", "NLQ_AI_MODEL", "ai_model"),
+    )
+    ai_timeout_s: float = Field(default=30.0, gt=0)
+    api_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("NLQ_API_TOKEN", "api_token")
+    )
+    dev_mode: bool = Field(
+        default=True, description="Enables dev tools, dev API and destructive dev actions"
+    )
+    dev_api: bool = Field(
+        default=False, validation_alias=AliasChoices("NLQ_DEV_API", "dev_api")
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in _REDIS_SCHEMES:
+            raise ValueError(
+                f"unsupported scheme {scheme!r}; use one of {', '.join(_REDIS_SCHEMES)}"
+            )
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not _PREFIX_RE.match(value) or ":" in value:
+            raise ValueError("may contain letters, digits, '_', '.', '-', '{' and '}' only")
+        if ("{" in value) != ("}" in value) or value.count("{") > 1:
+            raise ValueError("a hash tag must be one balanced {...} pair, e.g. '{nlq}'")
+        return value
+
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _merge_queue_overrides(cls, value: Any) -> Any:
+        """Overrides are merged field by field over the defaults, not replacing them."""
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, Any] = {k: v.model_dump() for k, v in QUEUE_DEFAULTS.items()}
+        for name, override in value.items():
+            if name not in merged:
+                raise ValueError(
+                    f"unknown queue {name!r}; known queues: {', '.join(QUEUE_DEFAULTS)}"
+                )
+            if isinstance(override, QueueConfig):
+                override = override.model_dump(exclude_unset=True)
+            if not isinstance(override, dict):
+                raise ValueError(f"queue {name!r}: expected an object of queue settings")
+            merged[name] = {**merged[name], **override}
+        return merged
+
+    @model_validator(mode="after")
+    def _check_cluster_prefix(self) -> Settings:
+        if self.redis_cluster and "{" not in self.key_prefix:
+            raise ValueError(
+                "with redis_cluster the key prefix needs a hash tag such as '{nlq}' "
+                "so that every key of a queue is in one slot"
+            )
+        return self
+
+    # --- helpers -----------------------------------------------------------------------
+    def queue_config(self, name: str) -> QueueConfig:
+        from .errors import QueueNotFoundError
+
+        try:
+            return self.queues[name]
+        except KeyError:
+            raise QueueNotFoundError(name, self.queues) from None
+
+    @property
+    def masked_redis_url(self) -> str | None:
+        return mask_url(self.redis_url.get_secret_value()) if self.redis_url else None
+
+    def sqlite_path(self) -> Path:
+        return self.state_dir / "newsletter-queue.sqlite3"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment and ``.env``, then apply keyword overrides."""
+    return Settings(**overrides)

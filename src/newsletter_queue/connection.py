@@ -1,0 +1,221 @@
+"""Redis connections: one factory for every client, server checks, the embedded default.
+
+Rules every client follows:
+
+- Replies are decoded to ``str`` (the ``bullmq`` package expects it).
+- Connecting is bounded by ``redis_connect_timeout_s``; a failure becomes
+  ``RedisUnavailableError`` carrying the URL with its password masked.
+- *Command* connections have a socket timeout (``redis_command_timeout_s``) so a dead
+  peer is noticed. *Blocking* connections (``BZPOPMIN`` and friends) have none: redis-py
+  8 defaults to a 5 s socket timeout, which would cut every wait longer than that.
+
+``resolve_redis_url`` picks the server: ``REDIS_URL`` if set; else whatever answers at
+the probe URL (``redis://127.0.0.1:6379``); else a private embedded server
+(``embedded.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import warnings
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError as RedisPyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .config import Settings, mask_url
+from .embedded import EmbeddedServer, _ping
+from .errors import EvictionPolicyError, RedisUnavailableError, RedisVersionError
+
+log = logging.getLogger(__name__)
+
+MIN_REDIS_VERSION = (6, 2, 0)
+Purpose = Literal["command", "blocking"]
+AnyRedis = aioredis.Redis | RedisCluster
+
+_embedded: dict[str, EmbeddedServer] = {}
+
+
+def resolve_redis_url(settings: Settings) -> str:
+    """Return the URL to use, starting the embedded server when the rules say so."""
+    if settings.redis_url is not None and settings.embedded_redis != "always":
+        return settings.redis_url.get_secret_value()
+    if settings.embedded_redis == "never":
+        return settings.redis_probe_url
+    if settings.embedded_redis == "auto" and _probe(settings.redis_probe_url):
+        return settings.redis_probe_url
+    return start_embedded(settings).url
+
+
+def start_embedded(settings: Settings) -> EmbeddedServer:
+    """Start (or reuse) the embedded server for ``settings.state_dir``."""
+    data_dir = settings.state_dir / "redis"
+    key = str(data_dir.resolve())
+    server = _embedded.get(key)
+    if server is None or server.port is None or not _ping(server.port):
+        server = EmbeddedServer(data_dir)
+        server.start()
+        _embedded[key] = server
+    return server
+
+
+def _probe(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or parts.password or not parts.hostname:
+        return False
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return False
+    return _ping(parts.port or 6379, timeout=0.3)
+
+
+def _ssl_kwargs(settings: Settings) -> dict[str, Any]:
+    tls = settings.redis_tls
+    kwargs: dict[str, Any] = {
+        "ssl_cert_reqs": ssl.CERT_REQUIRED if tls.verify else ssl.CERT_NONE,
+        "ssl_check_hostname": tls.verify and tls.check_hostname,
+    }
+    if tls.ca_file:
+        kwargs["ssl_ca_certs"] = str(tls.ca_file)
+    if tls.cert_file:
+        kwargs["ssl_certfile"] = str(tls.cert_file)
+    if tls.key_file:
+        kwargs["ssl_keyfile"] = str(tls.key_file)
+    return kwargs
+
+
+def create_redis(
+    settings: Settings,
+    purpose: Purpose = "command",
+    *,
+    url: str | None = None,
+    client_name: str | None = None,
+    max_connections: int | None = None,
+) -> AnyRedis:
+    """Create a Redis client for ``purpose``; nothing is connected until first use."""
+    url = url or resolve_redis_url(settings)
+    kwargs: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_connect_timeout": settings.redis_connect_timeout_s,
+        "socket_timeout": None if purpose == "blocking" else settings.redis_command_timeout_s,
+        "socket_keepalive": True,
+        "health_check_interval": 0 if purpose == "blocking" else 30,
+        # Few, quick retries: callers get a clear error fast; long outages are handled by
+        # the workers' own back-off, not by a client stuck retrying.
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
+    if client_name:
+        kwargs["client_name"] = client_name
+    if url.startswith("rediss://"):
+        kwargs.update(_ssl_kwargs(settings))
+    if settings.redis_cluster:
+        kwargs.pop("health_check_interval")
+        cluster = RedisCluster.from_url(url, **kwargs)
+        return cluster
+    if max_connections is not None:
+        kwargs["max_connections"] = max_connections
+    return cast(aioredis.Redis, aioredis.Redis.from_url(url, **kwargs))
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What ``check_server`` found out about the server."""
+
+    url: str  # masked
+    version: str
+    server: str  # "redis" or "valkey"
+    maxmemory_policy: str
+    maxmemory: int
+    used_memory: int
+
+
+def _parse_version(text: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+async def check_server(client: AnyRedis, settings: Settings, url: str) -> ServerInfo:
+    """Check version ≥ 6.2 and the eviction policy. Raises on failure.
+
+    A policy other than ``noeviction`` is a warning, or ``EvictionPolicyError`` when
+    ``settings.strict`` is set: evicted job keys would be lost without a trace.
+    """
+    masked = mask_url(url)
+    try:
+        info = await asyncio.wait_for(
+            client.info(), timeout=settings.redis_connect_timeout_s * 3
+        )
+    except (RedisPyError, OSError, TimeoutError) as exc:
+        raise RedisUnavailableError(masked, _describe(exc)) from exc
+    info = cast(dict[str, Any], info)
+    if isinstance(client, RedisCluster):
+        # The cluster client returns {node: info}; all nodes must pass.
+        first = next(iter(info.values())) if info and isinstance(
+            next(iter(info.values())), dict) else info
+        info = cast(dict[str, Any], first)
+    server = "valkey" if "valkey_version" in info else "redis"
+    version = str(info.get("valkey_version") or info.get("redis_version") or "0")
+    compat_version = str(info.get("redis_version") or version)
+    if _parse_version(compat_version) < MIN_REDIS_VERSION:
+        raise RedisVersionError(masked, version, ".".join(map(str, MIN_REDIS_VERSION)))
+    policy = str(info.get("maxmemory_policy", "noeviction"))
+    if policy != "noeviction":
+        if settings.strict:
+            raise EvictionPolicyError(masked, policy)
+        message = (
+            f"Redis at {masked} has maxmemory-policy={policy}: under memory pressure it "
+            "may evict job keys. Set it to 'noeviction' for production."
+        )
+        log.warning(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return ServerInfo(
+        url=masked,
+        version=version,
+        server=server,
+        maxmemory_policy=policy,
+        maxmemory=int(info.get("maxmemory", 0) or 0),
+        used_memory=int(info.get("used_memory", 0) or 0),
+    )
+
+
+async def connect(settings: Settings, *, client_name: str | None = None) -> AnyRedis:
+    """Create a command client, check the server and return the client.
+
+    Raises:
+        RedisUnavailableError: nothing answers (within the connect timeout).
+        RedisVersionError: server older than 6.2.
+        EvictionPolicyError: eviction policy unsafe and ``strict`` set.
+    """
+    url = resolve_redis_url(settings)
+    client = create_redis(settings, "command", url=url, client_name=client_name)
+    try:
+        await check_server(client, settings, url)
+    except BaseException:
+        await client.aclose()
+        raise
+    return client
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    # redis-py messages may embed the URL; never echo a password back.
+    return mask_url(text) if "://" in text else text
+
+
+def unavailable(settings: Settings, exc: BaseException, url: str | None = None) -> Exception:
+    """Wrap a redis-py connection error as ``RedisUnavailableError`` (masked URL)."""
+    target = url or (settings.redis_url.get_secret_value() if settings.redis_url else "?")
+    return RedisUnavailableError(mask_url(target), _describe(exc))

@@ -1,0 +1,136 @@
+"""The exception tree of newsletter-queue.
+
+Every error the package raises on purpose derives from ``NewsletterQueueError``, so a
+caller can catch the whole family with one clause and still tell the cases apart::
+
+    NewsletterQueueError
+    ├── ConfigurationError            bad settings (URL scheme, prefix, queue table)
+    ├── RedisError
+    │   ├── RedisUnavailableError     cannot connect / connection lost (carries the masked URL)
+    │   ├── RedisVersionError         server older than the minimum version
+    │   ├── EvictionPolicyError       maxmemory-policy is not noeviction and strict mode is on
+    │   ├── RedisOutOfMemoryError     Redis refused a write (maxmemory reached, noeviction)
+    │   └── EmbeddedServerError       the private dev server could not be started
+    ├── QueueNotFoundError            unknown queue name (lists the known ones)
+    ├── JobValidationError            job data failed validation (lists every bad field path)
+    └── JobNotFoundError              no job with that id in that queue
+
+Errors carry their context as attributes (``url``, ``queue``, ``job_id``, ``errors``) so
+that callers — the dev API, the CLI — can render them without parsing messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+class NewsletterQueueError(Exception):
+    """Base class of every error raised by newsletter-queue."""
+
+
+class ConfigurationError(NewsletterQueueError):
+    """The settings are invalid or inconsistent."""
+
+
+class RedisError(NewsletterQueueError):
+    """A problem with the Redis server or the connection to it."""
+
+
+class RedisUnavailableError(RedisError):
+    """Redis could not be reached (or the connection was lost).
+
+    Attributes:
+        url: the Redis URL with any password replaced by ``***``.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"Redis is unavailable at {url}: {reason}")
+
+
+class RedisVersionError(RedisError):
+    """The Redis server is older than the minimum version we support."""
+
+    def __init__(self, url: str, version: str, minimum: str) -> None:
+        self.url = url
+        self.version = version
+        self.minimum = minimum
+        super().__init__(
+            f"Redis at {url} is version {version}; newsletter-queue needs {minimum} or newer"
+        )
+
+
+class EvictionPolicyError(RedisError):
+    """``maxmemory-policy`` would let Redis silently evict job keys (strict mode)."""
+
+    def __init__(self, url: str, policy: str) -> None:
+        self.url = url
+        self.policy = policy
+        super().__init__(
+            f"Redis at {url} has maxmemory-policy={policy}; jobs could be evicted silently. "
+            "Set it to 'noeviction' (CONFIG SET maxmemory-policy noeviction) "
+            "or turn strict mode off"
+        )
+
+
+class RedisOutOfMemoryError(RedisError):
+    """Redis refused a write because ``maxmemory`` is reached: the job was not stored."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        self.url = url
+        super().__init__(
+            f"Redis at {url} is out of memory and refused the write ({detail}); "
+            "nothing was enqueued. Raise maxmemory or clean finished jobs."
+        )
+
+
+class EmbeddedServerError(RedisError):
+    """The private development Redis/Valkey server could not be started."""
+
+
+class QueueNotFoundError(NewsletterQueueError, KeyError):
+    """A queue name that is not in the queue table."""
+
+    def __init__(self, queue: str, known: Iterable[str]) -> None:
+        self.queue = queue
+        self.known = tuple(known)
+        super().__init__(queue)
+
+    def __str__(self) -> str:
+        return f"unknown queue {self.queue!r}; known queues: {', '.join(self.known)}"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One invalid field: where it is (``recipients[3].email``) and what is wrong."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class JobValidationError(NewsletterQueueError, ValueError):
+    """Job data is invalid. ``errors`` lists every bad field, not just the first."""
+
+    def __init__(self, model: str, errors: Sequence[FieldError]) -> None:
+        self.model = model
+        self.errors = tuple(errors)
+        details = "; ".join(str(e) for e in self.errors)
+        super().__init__(f"invalid {model}: {details}")
+
+    @property
+    def paths(self) -> list[str]:
+        return [e.path for e in self.errors]
+
+
+class JobNotFoundError(NewsletterQueueError, LookupError):
+    """No job with this id exists in the queue."""
+
+    def __init__(self, queue: str, job_id: str) -> None:
+        self.queue = queue
+        self.job_id = job_id
+        super().__init__(f"no job {job_id!r} in queue {queue!r}")

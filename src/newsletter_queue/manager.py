@@ -1,0 +1,529 @@
+"""QueueManager: enqueue email, analytics and AI jobs and administer the queues.
+
+Producer and admin operations go through the ``bullmq`` package's ``Queue`` (BullMQ's
+own Lua scripts), so every job is stored exactly as Node BullMQ would store it and can
+be processed or displayed by Node tools too. Reads that ``bullmq`` does slowly or
+without order (job lists) are done directly on BullMQ's keys.
+
+Use it as an async context manager, or the lazily created module-level
+``newsletter_queue.queue_manager`` (built from the environment on first use)::
+
+    async with QueueManager(load_settings()) as manager:
+        await manager.schedule_batch_email_sending("c-1", "t-1", recipients)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Literal, TypedDict
+
+from bullmq import Queue
+from pydantic import TypeAdapter, ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .config import Settings, load_settings, mask_url
+from .connection import AnyRedis, check_server, create_redis, resolve_redis_url
+from .errors import (
+    FieldError,
+    JobValidationError,
+    QueueNotFoundError,
+    RedisOutOfMemoryError,
+    RedisUnavailableError,
+)
+from .jobs import AIJobData, AnalyticsJobData, EmailJobData, Recipient, field_errors, validate_job
+from .queues import (
+    ANALYTICS_DAILY_AGGREGATION,
+    EMAIL_SEND_BATCH,
+    QueueName,
+)
+from .records import EnqueuedJob, HealthCheck, JobInfo, QueueStats
+
+MAX_PRIORITY = 2_097_152
+CleanState = Literal["completed", "failed", "delayed", "waiting", "active", "paused",
+                     "prioritized"]
+_RECIPIENTS = TypeAdapter(list[Recipient])
+_COUNT_TYPES = ("waiting", "prioritized", "active", "delayed", "completed", "failed",
+                "paused", "waiting-children")
+
+
+class JobOptions(TypedDict, total=False):
+    """Per-job options (snake_case; translated to BullMQ's camelCase).
+
+    ``delay`` in ms; ``priority`` 1 (highest) … 2,097,152; ``job_id`` makes the call
+    idempotent (adding an existing id adds nothing); ``backoff`` is a delay in ms or
+    ``{"type": "fixed"|"exponential", "delay": ms, "jitter": 0..1}``.
+    """
+
+    job_id: str
+    delay: int
+    priority: int
+    attempts: int
+    backoff: int | dict[str, Any]
+    lifo: bool
+    remove_on_complete: bool | int | dict[str, int]
+    remove_on_fail: bool | int | dict[str, int]
+
+
+_OPTION_NAMES = {
+    "job_id": "jobId",
+    "delay": "delay",
+    "priority": "priority",
+    "attempts": "attempts",
+    "backoff": "backoff",
+    "lifo": "lifo",
+    "remove_on_complete": "removeOnComplete",
+    "remove_on_fail": "removeOnFail",
+}
+
+
+def to_bullmq_options(opts: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate ``JobOptions`` and return BullMQ's camelCase job options."""
+    if not opts:
+        return {}
+    problems: list[FieldError] = []
+    out: dict[str, Any] = {}
+    for key, value in opts.items():
+        if key not in _OPTION_NAMES:
+            problems.append(FieldError(f"opts.{key}", f"unknown option; known: "
+                                       f"{', '.join(_OPTION_NAMES)}"))
+            continue
+        if key == "delay" and (not isinstance(value, int) or value < 0):
+            problems.append(FieldError("opts.delay", "must be an integer ≥ 0 (ms)"))
+        elif key == "priority" and (not isinstance(value, int)
+                                    or not 0 <= value <= MAX_PRIORITY):
+            problems.append(FieldError("opts.priority", f"must be 0..{MAX_PRIORITY}"))
+        elif key == "attempts" and (not isinstance(value, int) or value < 1):
+            problems.append(FieldError("opts.attempts", "must be an integer ≥ 1"))
+        elif key == "job_id" and not _valid_job_id(value):
+            problems.append(FieldError(
+                "opts.job_id", "must be a non-numeric string without ':' (max 200 chars)"
+            ))
+        out[_OPTION_NAMES[key]] = value
+    if problems:
+        raise JobValidationError("JobOptions", problems)
+    return out
+
+
+def _valid_job_id(value: Any) -> bool:
+    return (isinstance(value, str) and 0 < len(value) <= 200 and ":" not in value
+            and not value.isdigit() and value.isprintable())
+
+
+def plan_batches(recipients: Sequence[Any], batch_size: int) -> list[tuple[int, int]]:
+    """Split ``len(recipients)`` into ``(start, end)`` slices of at most ``batch_size``."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    total = len(recipients)
+    return [(start, min(start + batch_size, total)) for start in range(0, total, batch_size)]
+
+
+def batch_job_id(tenant_id: str, campaign_id: str, index: int) -> str:
+    """Deterministic id of batch ``index`` of a campaign: re-enqueueing adds nothing."""
+    return f"email-{tenant_id}-{campaign_id}-b{index:05d}"
+
+
+def daily_scheduler_id(tenant_id: str) -> str:
+    return f"daily-aggregation-{tenant_id}"
+
+
+class QueueManager:
+    """High-level interface for scheduling jobs and managing the three queues."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        self._url: str | None = None
+        self._client: AnyRedis | None = None
+        self._queues: dict[str, Queue] = {}
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    # --- lifecycle ---------------------------------------------------------------------
+    async def __aenter__(self) -> QueueManager:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def url(self) -> str:
+        """The masked URL of the Redis server in use."""
+        return mask_url(self._url) if self._url else "(not connected)"
+
+    @property
+    def queue_names(self) -> tuple[str, ...]:
+        return tuple(self.settings.queues)
+
+    async def connect(self) -> None:
+        """Resolve the server (embedded if needed), connect and check it. Idempotent."""
+        async with self._lock:
+            if self._client is not None:
+                return
+            url = resolve_redis_url(self.settings)
+            client = create_redis(self.settings, "command", url=url)
+            try:
+                await check_server(client, self.settings, url)
+            except BaseException:
+                await client.aclose()
+                raise
+            self._url, self._client, self._closed = url, client, False
+
+    async def client(self) -> AnyRedis:
+        """The shared command client (connecting on first use)."""
+        if self._client is None:
+            await self.connect()
+        assert self._client is not None
+        return self._client
+
+    async def queue(self, name: str) -> Queue:
+        """The ``bullmq.Queue`` for ``name``. Raises ``QueueNotFoundError``."""
+        cfg = self.settings.queue_config(name)
+        existing = self._queues.get(name)
+        if existing is not None:
+            return existing
+        client = await self.client()
+        queue = Queue(name, {
+            "connection": client,
+            "prefix": self.settings.key_prefix,
+            "defaultJobOptions": cfg.default_job_options(),
+        })
+        self._queues[name] = queue
+        return queue
+
+    def key(self, queue: str, suffix: str) -> str:
+        """A BullMQ key of ``queue``: ``{prefix}:{queue}:{suffix}``."""
+        return f"{self.settings.key_prefix}:{queue}:{suffix}"
+
+    async def close(self) -> None:
+        """Close the Redis connection. The manager reconnects if used again."""
+        client, self._client = self._client, None
+        self._queues.clear()
+        self._closed = True
+        if client is not None:
+            await client.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _redis(self) -> AsyncIterator[AnyRedis]:
+        """Yield the client; translate connection and OOM errors into ours."""
+        client = await self.client()
+        try:
+            yield client
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise RedisUnavailableError(self.url, str(exc) or type(exc).__name__) from exc
+        except ResponseError as exc:
+            if str(exc).startswith("OOM"):
+                raise RedisOutOfMemoryError(self.url, str(exc)) from exc
+            raise
+
+    def _check_queue(self, name: str) -> str:
+        if name not in self.settings.queues:
+            raise QueueNotFoundError(name, self.settings.queues)
+        return name
+
+    # --- producers ---------------------------------------------------------------------
+    async def _add(
+        self, queue_name: str, name: str, wire: dict[str, Any], opts: JobOptions | None
+    ) -> EnqueuedJob:
+        if not isinstance(name, str) or not name or len(name) > 200:
+            raise JobValidationError("job", [FieldError("name", "must be 1..200 characters")])
+        bull_opts = to_bullmq_options(opts)
+        async with self._redis():
+            queue = await self.queue(queue_name)
+            job = await queue.add(name, wire, bull_opts)
+        return EnqueuedJob(str(job.id), name, str(queue_name), wire, dict(job.opts))
+
+    async def schedule_email_job(
+        self,
+        name: str,
+        data: EmailJobData | Mapping[str, Any],
+        opts: JobOptions | None = None,
+    ) -> EnqueuedJob:
+        """Enqueue one email job (a batch, or a transactional message with a priority)."""
+        model = validate_job(EmailJobData, data, self.settings.job_limits)
+        return await self._add(QueueName.EMAIL, name, model.to_wire(), opts)
+
+    async def schedule_analytics_job(
+        self,
+        name: str,
+        data: AnalyticsJobData | Mapping[str, Any],
+        opts: JobOptions | None = None,
+    ) -> EnqueuedJob:
+        """Enqueue an analytics job (``campaign-complete`` or ``daily-aggregation``)."""
+        model = validate_job(AnalyticsJobData, data, self.settings.job_limits)
+        return await self._add(QueueName.ANALYTICS, name, model.to_wire(), opts)
+
+    async def schedule_ai_job(
+        self,
+        name: str,
+        data: AIJobData | Mapping[str, Any],
+        opts: JobOptions | None = None,
+    ) -> EnqueuedJob:
+        """Enqueue an AI job (content generation, subject optimisation, insights)."""
+        model = validate_job(AIJobData, data, self.settings.job_limits)
+        return await self._add(QueueName.AI, name, model.to_wire(), opts)
+
+    async def schedule_batch_email_sending(
+        self,
+        campaign_id: str,
+        tenant_id: str,
+        recipients: Iterable[Recipient | Mapping[str, Any]],
+        batch_size: int | None = None,
+        *,
+        name: str = EMAIL_SEND_BATCH,
+        priority: int | None = None,
+    ) -> list[EnqueuedJob]:
+        """Split a campaign's recipients into batch jobs added with one bulk call.
+
+        Job ids are deterministic per (tenant, campaign, batch index), so calling this
+        twice for the same campaign enqueues nothing new while the first jobs exist.
+        (The email processor's per-campaign ledger additionally guarantees one message
+        per recipient even if a finished batch was already removed and is re-added.)
+        """
+        size = batch_size or self.settings.default_batch_size
+        limit = self.settings.job_limits.max_recipients_per_job
+        header_errors: list[FieldError] = []
+        if not 1 <= size <= limit:
+            header_errors.append(FieldError("batch_size", f"must be 1..{limit}"))
+        rows = [r.to_wire() if isinstance(r, Recipient) else r for r in recipients]
+        if not rows:
+            header_errors.append(FieldError("recipients", "at least one recipient needed"))
+        # Validate ids with the job model itself, on a one-recipient probe.
+        try:
+            EmailJobData.model_validate({"campaignId": campaign_id, "tenantId": tenant_id,
+                                         "recipients": [{"email": "probe@example.com"}]})
+        except ValidationError as exc:
+            header_errors.extend(field_errors(exc, EmailJobData))
+        try:
+            parsed = _RECIPIENTS.validate_python(rows)
+        except ValidationError as exc:
+            header_errors.extend(
+                FieldError("recipients" + e.path.removeprefix("(root)"), e.message)
+                for e in field_errors(exc, EmailJobData)
+            )
+            parsed = []
+        if header_errors:
+            raise JobValidationError("EmailJobData", header_errors)
+
+        wire_recipients = [r.to_wire() for r in parsed]
+        max_bytes = self.settings.job_limits.max_payload_bytes
+        jobs: list[dict[str, Any]] = []
+        opts_extra: dict[str, Any] = {}
+        if priority is not None:
+            opts_extra = to_bullmq_options({"priority": priority})
+        batches = plan_batches(wire_recipients, size)
+        for index, (start, end) in enumerate(batches):
+            wire = {"campaignId": campaign_id, "tenantId": tenant_id,
+                    "recipients": wire_recipients[start:end], "batchSize": size}
+            approx = _approx_size(wire)
+            if approx > max_bytes:
+                raise JobValidationError("EmailJobData", [FieldError(
+                    f"recipients[{start}:{end}]",
+                    f"batch payload is {approx} bytes; at most {max_bytes}: "
+                    "use a smaller batch_size",
+                )])
+            job_id = batch_job_id(tenant_id, campaign_id, index)
+            jobs.append({"name": name, "data": wire,
+                         "opts": {"jobId": job_id, **opts_extra}})
+        async with self._redis():
+            queue = await self.queue(QueueName.EMAIL)
+            added = await queue.addBulk(jobs)
+        return [
+            EnqueuedJob(str(job.id), name, str(QueueName.EMAIL), spec["data"], dict(job.opts))
+            for job, spec in zip(added, jobs, strict=True)
+        ]
+
+    async def schedule_recurring_analytics(
+        self,
+        tenant_id: str,
+        *,
+        cron: str | None = None,
+        every_ms: int | None = None,
+        tz: str = "UTC",
+    ) -> str:
+        """Schedule the tenant's ``daily-aggregation`` (a BullMQ job scheduler).
+
+        Daily at 02:00 in ``tz`` by default; pass ``cron`` or ``every_ms`` to change it.
+        Idempotent per tenant: calling again updates the one scheduler. Returns its id.
+        """
+        if cron and every_ms:
+            raise JobValidationError("RecurringAnalytics", [
+                FieldError("cron", "give cron or every_ms, not both")])
+        if every_ms is not None and every_ms < 1000:
+            raise JobValidationError("RecurringAnalytics", [
+                FieldError("every_ms", "must be at least 1000 ms")])
+        data = validate_job(AnalyticsJobData, {
+            "campaignId": "all", "tenantId": tenant_id, "eventType": ANALYTICS_DAILY_AGGREGATION,
+        }, self.settings.job_limits)
+        repeat: dict[str, Any] = {"every": every_ms} if every_ms else {
+            "pattern": cron or "0 2 * * *", "tz": tz}
+        scheduler_id = daily_scheduler_id(tenant_id)
+        async with self._redis():
+            queue = await self.queue(QueueName.ANALYTICS)
+            try:
+                await queue.upsertJobScheduler(
+                    scheduler_id, repeat, ANALYTICS_DAILY_AGGREGATION, data.to_wire(), {})
+            except (ValueError, KeyError) as exc:
+                raise JobValidationError("RecurringAnalytics", [
+                    FieldError("cron" if cron else "every_ms", str(exc))]) from exc
+        return scheduler_id
+
+    async def remove_recurring_analytics(self, tenant_id: str) -> bool:
+        """Remove the tenant's scheduler. Returns whether one existed."""
+        async with self._redis():
+            queue = await self.queue(QueueName.ANALYTICS)
+            return bool(await queue.removeJobScheduler(daily_scheduler_id(tenant_id)) == 0)
+
+    # --- queue administration ------------------------------------------------------------
+    async def get_queue_stats(self, queue: str) -> QueueStats:
+        """Counts by state and the paused flag, read in one round trip."""
+        self._check_queue(queue)
+        async with self._redis() as client:
+            pipe = client.pipeline(transaction=False)
+            pipe.llen(self.key(queue, "wait"))
+            pipe.zcard(self.key(queue, "prioritized"))
+            pipe.llen(self.key(queue, "active"))
+            pipe.zcard(self.key(queue, "delayed"))
+            pipe.zcard(self.key(queue, "completed"))
+            pipe.zcard(self.key(queue, "failed"))
+            pipe.llen(self.key(queue, "paused"))
+            pipe.zcard(self.key(queue, "waiting-children"))
+            pipe.hexists(self.key(queue, "meta"), "paused")
+            res = await pipe.execute()
+        return QueueStats(queue, *(int(x) for x in res[:8]), is_paused=bool(res[8]))
+
+    async def get_all_queue_stats(self) -> dict[str, QueueStats]:
+        """``get_queue_stats`` for every queue."""
+        results = await asyncio.gather(*(self.get_queue_stats(q) for q in self.queue_names))
+        return dict(zip(self.queue_names, results, strict=True))
+
+    async def get_jobs(
+        self, queue: str, state: str, start: int = 0, end: int = 9, *, newest_first: bool = True
+    ) -> list[JobInfo]:
+        """Jobs of ``queue`` in ``state`` (a page by index range), with their data."""
+        self._check_queue(queue)
+        if state not in _COUNT_TYPES:
+            raise JobValidationError("query", [FieldError(
+                "state", f"unknown state {state!r}; known: {', '.join(_COUNT_TYPES)}")])
+        async with self._redis() as client:
+            key = self.key(queue, "wait" if state == "waiting" else state)
+            if state in ("waiting", "active", "paused"):
+                # Lists: LPUSH adds at the head, so the head is the newest.
+                ids = await client.lrange(key, start, end) if newest_first else list(
+                    reversed(await client.lrange(key, -end - 1, -start - 1 if start else -1)))
+            elif newest_first:
+                ids = await client.zrevrange(key, start, end)
+            else:
+                ids = await client.zrange(key, start, end)
+            return await self._load_jobs(client, queue, ids, state)
+
+    async def _load_jobs(
+        self, client: AnyRedis, queue: str, ids: Sequence[str], state: str | None
+    ) -> list[JobInfo]:
+        if not ids:
+            return []
+        pipe = client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(self.key(queue, job_id))
+        hashes = await pipe.execute()
+        return [JobInfo.from_hash(queue, job_id, raw, state)
+                for job_id, raw in zip(ids, hashes, strict=True) if raw]
+
+    async def get_job(self, queue: str, job_id: str) -> JobInfo | None:
+        """One job by id, or ``None``."""
+        self._check_queue(queue)
+        async with self._redis() as client:
+            raw = await client.hgetall(self.key(queue, job_id))
+            if not raw:
+                return None
+            q = await self.queue(queue)
+            state = await q.getJobState(job_id)
+        return JobInfo.from_hash(queue, job_id, raw, str(state))
+
+    async def get_failed_jobs(self, queue: str, limit: int = 10) -> list[JobInfo]:
+        """The most recently failed jobs of ``queue``, newest first."""
+        if limit < 1:
+            return []
+        return await self.get_jobs(queue, "failed", 0, limit - 1)
+
+    async def health_check(self) -> HealthCheck:
+        """Ping Redis and read every queue's stats. Never raises for Redis being down."""
+        started = time.perf_counter()
+        try:
+            async with self._redis() as client:
+                await asyncio.wait_for(client.ping(), timeout=self.settings.redis_connect_timeout_s)
+                latency = (time.perf_counter() - started) * 1000
+                info = await client.info("server")
+            stats = await self.get_all_queue_stats()
+        except Exception as exc:
+            return HealthCheck(False, False, None, None, self.url, {}, error=str(exc))
+        version = str(info.get("valkey_version") or info.get("redis_version") or "?")
+        return HealthCheck(True, True, round(latency, 3), version, self.url, stats)
+
+    async def clean_queue(
+        self,
+        queue: str,
+        grace_ms: int = 0,
+        state: CleanState = "completed",
+        limit: int = 0,
+    ) -> list[str]:
+        """Remove jobs in ``state`` older than ``grace_ms``; ``limit`` 0 means all.
+
+        Returns the removed job ids.
+        """
+        self._check_queue(queue)
+        allowed = CleanState.__args__  # type: ignore[attr-defined]
+        if state not in allowed:
+            raise JobValidationError("clean", [FieldError(
+                "state", f"unknown state {state!r}; known: {', '.join(allowed)}")])
+        if grace_ms < 0 or limit < 0:
+            raise JobValidationError("clean", [FieldError("grace_ms", "must be ≥ 0")])
+        async with self._redis():
+            q = await self.queue(queue)
+            removed = await q.clean(grace_ms, limit, "wait" if state == "waiting" else state)
+        return [str(x) for x in removed or []]
+
+    async def pause_queue(self, queue: str) -> None:
+        """Pause processing of ``queue`` for every worker (jobs can still be added)."""
+        self._check_queue(queue)
+        async with self._redis():
+            await (await self.queue(queue)).pause()
+
+    async def resume_queue(self, queue: str) -> None:
+        """Resume a paused queue."""
+        self._check_queue(queue)
+        async with self._redis():
+            await (await self.queue(queue)).resume()
+
+    async def is_paused(self, queue: str) -> bool:
+        self._check_queue(queue)
+        async with self._redis() as client:
+            return bool(await client.hexists(self.key(queue, "meta"), "paused"))
+
+    async def retry_failed(self, queue: str) -> int:
+        """Move every failed job of ``queue`` back to waiting. Returns how many."""
+        self._check_queue(queue)
+        async with self._redis() as client:
+            before = int(await client.zcard(self.key(queue, "failed")))
+            if before:
+                q = await self.queue(queue)
+                await q.retryJobs({"state": "failed", "count": 1000,
+                                   "timestamp": int(time.time() * 1000)})
+            after = int(await client.zcard(self.key(queue, "failed")))
+        return max(before - after, 0)
+
+
+def _approx_size(wire: dict[str, Any]) -> int:
+    """JSON size of one batch as stored in Redis."""
+    return len(json.dumps(wire, separators=(",", ":")).encode())
