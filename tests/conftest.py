@@ -85,4 +85,4 @@ async def manager(settings: Settings) -> AsyncIterator[QueueManager]:
 
 @pytest.fixture
 def repo_root() -> Iterator[Path]:
-    yield Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parent.parent

@@ -7,6 +7,7 @@ variables work the same here as in the library. Read commands accept ``--json``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -115,10 +116,8 @@ def up(
             while not stop.is_set():
                 console.print(stats_table(await manager.get_all_queue_stats()))
                 sys.stdout.flush()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=interval)
-                except TimeoutError:
-                    pass
         console.print("stopped.")
 
     _run(go)

@@ -124,7 +124,8 @@ def create_redis(
         return cluster
     if max_connections is not None:
         kwargs["max_connections"] = max_connections
-    return cast(aioredis.Redis, aioredis.Redis.from_url(url, **kwargs))
+    client: aioredis.Redis = aioredis.Redis.from_url(url, **kwargs)
+    return client
 
 
 @dataclass(frozen=True)
@@ -160,12 +161,9 @@ async def check_server(client: AnyRedis, settings: Settings, url: str) -> Server
         )
     except (RedisPyError, OSError, TimeoutError) as exc:
         raise RedisUnavailableError(masked, _describe(exc)) from exc
-    info = cast(dict[str, Any], info)
-    if isinstance(client, RedisCluster):
-        # The cluster client returns {node: info}; all nodes must pass.
-        first = next(iter(info.values())) if info and isinstance(
-            next(iter(info.values())), dict) else info
-        info = cast(dict[str, Any], first)
+    if info and all(isinstance(v, dict) for v in info.values()):
+        # The cluster client answers {node: info}; the first node speaks for all.
+        info = cast(dict[str, Any], next(iter(info.values())))
     server = "valkey" if "valkey_version" in info else "redis"
     version = str(info.get("valkey_version") or info.get("redis_version") or "0")
     compat_version = str(info.get("redis_version") or version)

@@ -184,7 +184,7 @@ class EmbeddedServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - needed for PR_SET_PDEATHSIG
+            preexec_fn=_die_with_parent,
             close_fds=True,
         )
         deadline = time.monotonic() + _START_TIMEOUT_S

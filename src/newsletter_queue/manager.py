@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, cast
 
 from bullmq import Queue
 from pydantic import TypeAdapter, ValidationError
@@ -291,7 +291,7 @@ class QueueManager:
         (The email processor's per-campaign ledger additionally guarantees one message
         per recipient even if a finished batch was already removed and is re-added.)
         """
-        size = batch_size or self.settings.default_batch_size
+        size = self.settings.default_batch_size if batch_size is None else batch_size
         limit = self.settings.job_limits.max_recipients_per_job
         header_errors: list[FieldError] = []
         if not 1 <= size <= limit:
@@ -401,7 +401,10 @@ class QueueManager:
             pipe.zcard(self.key(queue, "waiting-children"))
             pipe.hexists(self.key(queue, "meta"), "paused")
             res = await pipe.execute()
-        return QueueStats(queue, *(int(x) for x in res[:8]), is_paused=bool(res[8]))
+        w, pr, ac, de, co, fa, pa, wc = (int(x) for x in res[:8])
+        return QueueStats(queue, waiting=w, prioritized=pr, active=ac, delayed=de,
+                          completed=co, failed=fa, paused=pa, waiting_children=wc,
+                          is_paused=bool(res[8]))
 
     async def get_all_queue_stats(self) -> dict[str, QueueStats]:
         """``get_queue_stats`` for every queue."""
@@ -418,14 +421,17 @@ class QueueManager:
                 "state", f"unknown state {state!r}; known: {', '.join(_COUNT_TYPES)}")])
         async with self._redis() as client:
             key = self.key(queue, "wait" if state == "waiting" else state)
+            ids: list[str]
             if state in ("waiting", "active", "paused"):
                 # Lists: LPUSH adds at the head, so the head is the newest.
-                ids = await client.lrange(key, start, end) if newest_first else list(
-                    reversed(await client.lrange(key, -end - 1, -start - 1 if start else -1)))
+                if newest_first:
+                    ids = cast(list[str], await client.lrange(key, start, end))
+                else:
+                    ids = cast(list[str], await client.lrange(key, -end - 1, -start - 1))[::-1]
             elif newest_first:
-                ids = await client.zrevrange(key, start, end)
+                ids = cast(list[str], await client.zrevrange(key, start, end))
             else:
-                ids = await client.zrange(key, start, end)
+                ids = cast(list[str], await client.zrange(key, start, end))
             return await self._load_jobs(client, queue, ids, state)
 
     async def _load_jobs(
@@ -444,7 +450,7 @@ class QueueManager:
         """One job by id, or ``None``."""
         self._check_queue(queue)
         async with self._redis() as client:
-            raw = await client.hgetall(self.key(queue, job_id))
+            raw: dict[str, str] = await client.hgetall(self.key(queue, job_id))  # type: ignore[assignment]
             if not raw:
                 return None
             q = await self.queue(queue)
