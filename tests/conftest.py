@@ -24,7 +24,7 @@ from newsletter_queue.manager import QueueManager
 
 # Settings read from the developer's environment must not leak into tests.
 for _name in list(os.environ):
-    if _name.startswith("NLQ_") and _name != "NLQ_TEST_KEEP_KEYS":
+    if _name.startswith("NLQ_") and not _name.startswith("NLQ_TEST_"):
         del os.environ[_name]
 
 
@@ -41,8 +41,10 @@ def state_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def redis_url(state_root: Path) -> str:
     """The URL of the Redis the suite runs against (started if needed)."""
-    url = resolve_redis_url(make_settings(state_dir=state_root))
-    return url
+    # NLQ_TEST_REDIS=embedded forces the private server even if another one runs
+    # (the suite runs part of itself that way to prove the embedded default works).
+    mode = "always" if os.environ.get("NLQ_TEST_REDIS") == "embedded" else "auto"
+    return resolve_redis_url(make_settings(state_dir=state_root, embedded_redis=mode))
 
 
 @pytest.fixture

@@ -4,13 +4,14 @@ passwords, restarts). Each listens on a free loopback port and is stopped on exi
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from newsletter_queue.embedded import _free_port, _ping, find_server_binary
+from newsletter_queue.embedded import _free_port, find_server_binary
 
 
 @dataclass
@@ -36,7 +37,7 @@ def private_redis(data_dir: Path, *extra: str, timeout: float = 10.0) -> Iterato
     )
     try:
         deadline = time.monotonic() + timeout
-        while not _ping(port):
+        while not _answers(port):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"private redis on port {port} did not start")
             time.sleep(0.02)
@@ -48,3 +49,13 @@ def private_redis(data_dir: Path, *extra: str, timeout: float = 10.0) -> Iterato
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _answers(port: int) -> bool:
+    """True once the server replies to PING at all (+PONG, or -NOAUTH with a password)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return sock.recv(64)[:1] in (b"+", b"-")
+    except OSError:
+        return False

@@ -118,6 +118,8 @@ def create_redis(
         kwargs["client_name"] = client_name
     if url.startswith("rediss://"):
         kwargs.update(_ssl_kwargs(settings))
+    elif url.startswith("unix://"):
+        kwargs.pop("socket_keepalive")  # TCP-only option
     if settings.redis_cluster:
         kwargs.pop("health_check_interval")
         cluster = RedisCluster.from_url(url, **kwargs)
@@ -143,8 +145,9 @@ class ServerInfo:
 def _parse_version(text: str) -> tuple[int, ...]:
     parts: list[int] = []
     for piece in text.split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
+        digits = "".join(ch for ch in piece.split("-")[0] if ch.isdigit())
         parts.append(int(digits or 0))
+    parts += [0] * (3 - len(parts))
     return tuple(parts)
 
 

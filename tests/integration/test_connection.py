@@ -1,0 +1,144 @@
+"""The connection factory and server checks against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from newsletter_queue.connection import _parse_version, connect, create_redis
+from newsletter_queue.errors import EvictionPolicyError, RedisUnavailableError
+from tests.conftest import make_settings
+from tests.redisserver import private_redis
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP server on loopback that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+                accepted.append(conn)
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield int(server.getsockname()[1])
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+async def test_refused_connection_is_a_clear_masked_error() -> None:
+    port = _closed_port()
+    settings = make_settings(redis_url=f"redis://app:hunter2@127.0.0.1:{port}/0")
+    started = time.monotonic()
+    with pytest.raises(RedisUnavailableError) as info:
+        await connect(settings)
+    assert time.monotonic() - started < 5
+    assert info.value.url == f"redis://app:***@127.0.0.1:{port}/0"
+    assert "hunter2" not in str(info.value)
+    assert f"127.0.0.1:{port}" in str(info.value)
+
+
+async def test_unresponsive_server_fails_within_a_bounded_time(silent_server: int) -> None:
+    settings = make_settings(redis_url=f"redis://:pw@127.0.0.1:{silent_server}/0",
+                             redis_connect_timeout_s=0.3)
+    started = time.monotonic()
+    with pytest.raises(RedisUnavailableError) as info:
+        await connect(settings)
+    assert time.monotonic() - started < 3
+    assert "pw@" not in str(info.value)
+
+
+async def test_blocking_connection_outlives_redis_py_default_socket_timeout(
+    redis_url: str, prefix: str
+) -> None:
+    """redis-py 8 defaults to a 5 s socket timeout; a 6 s BZPOPMIN must still work."""
+    settings = make_settings(redis_url=redis_url, key_prefix=prefix)
+    blocking = create_redis(settings, "blocking")
+    try:
+        started = time.monotonic()
+        result = await blocking.bzpopmin(f"{prefix}:never-filled", 6)
+        elapsed = time.monotonic() - started
+    finally:
+        await blocking.aclose()
+    assert result is None
+    assert elapsed >= 5.9
+
+
+async def test_server_check_accepts_the_running_server(redis_url: str) -> None:
+    client = await connect(make_settings(redis_url=redis_url))
+    try:
+        assert await client.ping()
+    finally:
+        await client.aclose()
+
+
+def test_version_parsing() -> None:
+    assert _parse_version("7.0.15") == (7, 0, 15)
+    assert _parse_version("6.2") == (6, 2, 0)
+    assert _parse_version("8.1.8-rc1") == (8, 1, 8)
+    assert _parse_version("6.0.20") < (6, 2, 0)
+
+
+async def test_eviction_policy_warns_or_refuses_in_strict_mode(tmp_path: Path) -> None:
+    with private_redis(tmp_path, "--maxmemory-policy", "allkeys-lru") as server:
+        with pytest.warns(RuntimeWarning, match="maxmemory-policy=allkeys-lru"):
+            client = await connect(make_settings(redis_url=server.url))
+        await client.aclose()
+        with pytest.raises(EvictionPolicyError, match="allkeys-lru"):
+            await connect(make_settings(redis_url=server.url, strict=True))
+
+
+async def test_unix_socket_url(tmp_path: Path) -> None:
+    sock = tmp_path / "redis.sock"
+    with private_redis(tmp_path, "--unixsocket", str(sock), "--unixsocketperm", "700"):
+        client = await connect(make_settings(redis_url=f"unix://{sock}"))
+        try:
+            assert await client.ping()
+        finally:
+            await client.aclose()
+
+
+async def test_acl_user_and_password(tmp_path: Path) -> None:
+    with private_redis(tmp_path, "--user", "default", "off",
+                       "--user", "app", "on", ">s3cret-pw", "~*", "&*", "+@all") as server:
+        base = f"127.0.0.1:{server.port}/0"
+        client = await connect(make_settings(redis_url=f"redis://app:s3cret-pw@{base}"))
+        try:
+            assert await client.ping()
+        finally:
+            await client.aclose()
+        with pytest.raises(RedisUnavailableError) as info:
+            await connect(make_settings(redis_url=f"redis://app:wrong@{base}"))
+        assert "wrong" not in str(info.value)
+
+
+async def test_connect_timeout_setting_is_used() -> None:
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{_closed_port()}/0",
+                             redis_connect_timeout_s=0.2)
+    with pytest.raises(RedisUnavailableError):
+        await asyncio.wait_for(connect(settings), timeout=5)
