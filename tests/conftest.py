@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
-from newsletter_queue.config import Settings
+from newsletter_queue.config import Settings, mask_url
 from newsletter_queue.connection import resolve_redis_url
+from newsletter_queue.errors import RedisUnavailableError
 from newsletter_queue.manager import QueueManager
 
 # Settings read from the developer's environment must not leak into tests.
@@ -44,7 +46,14 @@ def redis_url(state_root: Path) -> str:
     # NLQ_TEST_REDIS=embedded forces the private server even if another one runs
     # (the suite runs part of itself that way to prove the embedded default works).
     mode = "always" if os.environ.get("NLQ_TEST_REDIS") == "embedded" else "auto"
-    return resolve_redis_url(make_settings(state_dir=state_root, embedded_redis=mode))
+    settings = make_settings(state_dir=state_root, embedded_redis=mode)
+    url = resolve_redis_url(settings)
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5) as probe:
+            probe.ping()
+    except redis.RedisError as exc:
+        pytest.exit(str(RedisUnavailableError(mask_url(url), str(exc))), returncode=3)
+    return url
 
 
 @pytest.fixture

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -142,3 +144,52 @@ async def test_connect_timeout_setting_is_used() -> None:
                              redis_connect_timeout_s=0.2)
     with pytest.raises(RedisUnavailableError):
         await asyncio.wait_for(connect(settings), timeout=5)
+
+
+def _make_tls_files(directory: Path) -> dict[str, Path]:
+    """A throw-away CA and a server certificate for localhost/127.0.0.1 (openssl CLI)."""
+    files = {name: directory / name for name in ("ca.key", "ca.crt", "server.key",
+                                                 "server.csr", "server.crt", "ext.cnf")}
+    files["ext.cnf"].write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    steps = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", files["ca.key"],
+         "-out", files["ca.crt"], "-days", "2", "-subj", "/CN=nlq-test-ca"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", files["server.key"],
+         "-out", files["server.csr"], "-subj", "/CN=localhost"],
+        ["x509", "-req", "-in", files["server.csr"], "-CA", files["ca.crt"], "-CAkey",
+         files["ca.key"], "-CAcreateserial", "-out", files["server.crt"], "-days", "2",
+         "-extfile", files["ext.cnf"]],
+    ]
+    for step in steps:
+        subprocess.run(["openssl", *map(str, step)], check=True, capture_output=True)
+    return files
+
+
+async def test_rediss_with_a_private_ca(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not installed: cannot make a test certificate")
+    files = _make_tls_files(tmp_path)
+    tls_port = _closed_port()
+    try:
+        server_cm = private_redis(
+            tmp_path / "data", "--tls-port", str(tls_port),
+            "--tls-cert-file", str(files["server.crt"]),
+            "--tls-key-file", str(files["server.key"]),
+            "--tls-ca-cert-file", str(files["ca.crt"]), "--tls-auth-clients", "no")
+        server = server_cm.__enter__()
+    except RuntimeError:
+        pytest.skip("this Redis server binary was built without TLS support")
+    try:
+        url = f"rediss://localhost:{tls_port}/0"
+        client = await connect(make_settings(redis_url=url,
+                                             redis_tls={"ca_file": files["ca.crt"]}))
+        try:
+            assert await client.ping()
+        finally:
+            await client.aclose()
+        # Without our CA the server's certificate is rejected, with a clear error.
+        with pytest.raises(RedisUnavailableError, match="rediss://localhost"):
+            await connect(make_settings(redis_url=url))
+        assert server.port != tls_port
+    finally:
+        server_cm.__exit__(None, None, None)

@@ -193,3 +193,15 @@ def test_part_of_the_suite_passes_on_the_embedded_server(repo_root: Path,
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "passed" in result.stdout
     assert "started embedded" in result.stderr + result.stdout
+
+
+def test_suite_with_unreachable_redis_url_stops_with_a_clear_error(repo_root: Path) -> None:
+    port = _closed_port()
+    env = _env(REDIS_URL=f"redis://:pw@127.0.0.1:{port}/0")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "tests/integration/test_queue_basic.py"],
+        cwd=repo_root, capture_output=True, text=True, env=env, timeout=120, check=False,
+    )
+    assert result.returncode == 3
+    assert f"Redis is unavailable at redis://:***@127.0.0.1:{port}/0" in result.stdout
