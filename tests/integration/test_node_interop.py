@@ -269,6 +269,8 @@ def engine() -> ModuleType:
     """``newsletter_queue.engine``; skips these tests until the engine package lands."""
     module: ModuleType = pytest.importorskip(
         "newsletter_queue.engine", reason="newsletter_queue.engine (our Worker) is not built yet")
+    if not hasattr(module, "Worker"):  # e.g. a half-written package without __init__.py
+        pytest.skip("newsletter_queue.engine has no Worker yet")
     return module
 
 
