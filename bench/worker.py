@@ -170,7 +170,7 @@ class Bench:
         return self.jobs / (time.perf_counter() - started)
 
     async def _run_ours(self, client: aioredis.Redis, prefix: str, concurrency: int) -> Rate:
-        from newsletter_queue.engine import Worker  # type: ignore[import-not-found,unused-ignore]
+        from newsletter_queue.engine import Worker
 
         async def noop(job: Any) -> None:
             return None
@@ -214,7 +214,7 @@ class Bench:
 
     async def latency(self, jobs: int, interval_s: float, concurrency: int) -> dict[str, Any]:
         """Enqueue→start latency of an idle engine Worker (ms percentiles)."""
-        from newsletter_queue.engine import Worker  # type: ignore[import-not-found,unused-ignore]
+        from newsletter_queue.engine import Worker
 
         prefix = f"nlqbl-{uuid.uuid4().hex[:12]}"
         loop = asyncio.get_running_loop()
