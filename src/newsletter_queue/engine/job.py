@@ -1,0 +1,225 @@
+"""``Job``: what a processor receives — the job's fields plus a few actions on it.
+
+The fields are parsed from the job hash that ``moveToActive``/``moveToFinished`` return
+(``HGETALL`` inside the script), so handing a job to a processor costs no extra round
+trip. Option keys are decoded from BullMQ's short wire names (``kl`` → ``keepLogs``,
+``de`` → ``deduplication`` …) exactly as ``bullmq``'s ``optsFromJSON`` does.
+
+The actions (``update_progress``, ``log``, ``move_to_delayed``) run on the worker's
+event loop. Sync processors run in a thread pool, so each action returns an awaitable
+when called on the loop and, when called from any other thread, runs the coroutine on
+the loop (``run_coroutine_threadsafe``), blocks until it is done and returns an
+already-completed awaitable — ``job.update_progress(50)`` works from a thread without
+``await``, and ``await job.update_progress(50)`` works in async code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ..errors import JobNotFoundError
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+T = TypeVar("T")
+
+# bullmq.job.optsDecodeMap
+_OPTS_DECODE = {
+    "fpof": "failParentOnFailure",
+    "cpof": "continueParentOnFailure",
+    "idof": "ignoreDependencyOnFailure",
+    "rdof": "removeDependencyOnFailure",
+    "kl": "keepLogs",
+    "de": "deduplication",
+}
+_THREAD_CALL_TIMEOUT_S = 60.0
+
+
+class _Done(Generic[T]):
+    """An already-finished awaitable (the result of a call made from a thread)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: T) -> None:
+        self._value = value
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._value
+        yield  # pragma: no cover - makes this a generator
+
+
+def _int(value: str | None, default: int = 0) -> int:
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        return int(float(value))
+
+
+class Job:
+    """One job being processed, as the processor sees it.
+
+    Attributes:
+        id: the job id.
+        name: the job name (what the processor registry dispatches on).
+        data: the job data (decoded JSON; a dict for every job this package enqueues).
+        opts: BullMQ job options, camelCase as stored (``attempts``, ``backoff`` …).
+        attempts_made: failed or completed attempts before this one.
+        attempts_started: times the job was moved to active, including this one.
+        timestamp: when the job was added (ms since the epoch).
+        processed_on: when this attempt started (ms).
+        stalled_counter: how many times the job stalled.
+        progress: the last progress value.
+        queue: the queue name.
+        token: the lock token of this attempt.
+    """
+
+    __slots__ = (
+        "_released",
+        "_stacktrace",
+        "_worker",
+        "attempts_made",
+        "attempts_started",
+        "data",
+        "deferred_failure",
+        "delay",
+        "failed_reason",
+        "id",
+        "name",
+        "opts",
+        "priority",
+        "processed_on",
+        "progress",
+        "queue",
+        "repeat_job_key",
+        "stalled_counter",
+        "timestamp",
+        "token",
+    )
+
+    def __init__(self, worker: Worker, job_id: str, raw: dict[str, str], token: str) -> None:
+        self._worker = worker
+        self._released = False
+        self.queue = worker.queue
+        self.id = job_id
+        self.token = token
+        self.name = raw.get("name", "")
+        self.data: Any = json.loads(raw.get("data") or "{}")
+        opts = json.loads(raw.get("opts") or "{}")
+        self.opts: dict[str, Any] = {_OPTS_DECODE.get(k, k): v for k, v in opts.items()}
+        self.timestamp = _int(raw.get("timestamp"))
+        self.processed_on = _int(raw.get("processedOn"))
+        self.delay = _int(raw.get("delay"))
+        self.priority = _int(raw.get("priority"))
+        self.attempts_made = _int(raw.get("atm") or raw.get("attemptsMade"))
+        self.attempts_started = _int(raw.get("ats"))
+        self.stalled_counter = _int(raw.get("stc"))
+        self.deferred_failure = raw.get("defa") or None
+        self.repeat_job_key = raw.get("rjk") or None
+        self.failed_reason: str | None = raw.get("failedReason") or None
+        self._stacktrace = raw.get("stacktrace")
+        progress = raw.get("progress")
+        self.progress: Any = json.loads(progress) if progress else 0
+
+    def __repr__(self) -> str:
+        return f"<Job {self.queue}:{self.id} name={self.name!r} attempt={self.attempt}>"
+
+    @property
+    def attempt(self) -> int:
+        """This attempt's number, starting at 1."""
+        return self.attempts_made + 1
+
+    @property
+    def max_attempts(self) -> int:
+        """``opts.attempts`` (at least 1)."""
+        try:
+            return max(int(self.opts.get("attempts") or 1), 1)
+        except (TypeError, ValueError):
+            return 1
+
+    def stacktrace(self) -> list[str]:
+        """Stack traces of the previous failed attempts (oldest first)."""
+        if not self._stacktrace:
+            return []
+        try:
+            parsed = json.loads(self._stacktrace)
+        except ValueError:
+            return []
+        return [str(x) for x in parsed] if isinstance(parsed, list) else []
+
+    def snapshot(self) -> dict[str, Any]:
+        """A plain, picklable copy of the job's fields (what process-pool processors get)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "queue": self.queue,
+            "data": self.data,
+            "opts": dict(self.opts),
+            "attempts_made": self.attempts_made,
+            "attempts_started": self.attempts_started,
+            "attempt": self.attempt,
+            "timestamp": self.timestamp,
+            "processed_on": self.processed_on,
+            "progress": self.progress,
+        }
+
+    # --- actions -------------------------------------------------------------------------
+    def update_progress(self, value: Any) -> Awaitable[None]:
+        """Store the progress (any JSON value) and emit the ``progress`` event."""
+        return self._bridge(self._update_progress(value))
+
+    def log(self, text: str) -> Awaitable[int]:
+        """Append a line to the job's log (BullMQ ``addLog``; ``keepLogs`` honoured)."""
+        return self._bridge(self._log(text))
+
+    def move_to_delayed(self, timestamp_ms: int) -> Awaitable[None]:
+        """Park the job until ``timestamp_ms`` without using an attempt.
+
+        Then raise ``DelayedError`` so the worker leaves the job where it is.
+        """
+        return self._bridge(self._move_to_delayed(timestamp_ms))
+
+    async def _update_progress(self, value: Any) -> None:
+        encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        code = await self._worker._commands_or_raise().update_progress(self.id, encoded)
+        if code < 0:
+            raise JobNotFoundError(self.queue, self.id)
+        self.progress = value
+        await self._worker._emit("progress", self, value)
+
+    async def _log(self, text: str) -> int:
+        keep = self.opts.get("keepLogs")
+        count = await self._worker._commands_or_raise().add_log(
+            self.id, str(text), int(keep) if keep else None)
+        if count < 0:
+            raise JobNotFoundError(self.queue, self.id)
+        return count
+
+    async def _move_to_delayed(self, timestamp_ms: int) -> None:
+        from .commands import now_ms
+
+        commands = self._worker._commands_or_raise()
+        await commands.move_to_delayed(self.id, self.token, int(timestamp_ms) - now_ms(),
+                                       skip_attempt=True)
+        self._released = True
+        self._worker._release_lock(self.id)
+
+    def _bridge(self, coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
+        loop = self._worker.loop
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            return coro
+        if loop is None or loop.is_closed():
+            coro.close()
+            raise RuntimeError(f"the worker of queue {self.queue!r} is not running")
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        return _Done(future.result(_THREAD_CALL_TIMEOUT_S))
+

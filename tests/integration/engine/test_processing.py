@@ -1,0 +1,188 @@
+"""Processing basics: results, concurrency, processor kinds, hooks, job context."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from bullmq import Queue
+
+from newsletter_queue.engine import Job, UnrecoverableError, Worker
+from tests.integration.engine import procs
+from tests.integration.engine.conftest import QUEUE, Recorder, job_hash
+
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+async def test_completes_job_and_stores_return_value(
+    bull: Queue, make_worker: Callable[..., Worker], redis_client: aioredis.Redis, prefix: str
+) -> None:
+    async def double(job: Job) -> dict[str, Any]:
+        return {"doubled": job.data["n"] * 2, "attempt": job.attempt}
+
+    job = await bull.add("double", {"n": 21}, {"attempts": 2})
+    worker = make_worker(double, name="w-basic")
+    events = Recorder(worker)
+    worker.start()
+    [(done, result)] = await events.wait("completed")
+    assert done.id == job.id
+    assert done.name == "double"
+    assert done.data == {"n": 21}
+    assert result == {"doubled": 42, "attempt": 1}
+    raw = await job_hash(redis_client, prefix, job.id)
+    assert raw["returnvalue"] == '{"doubled":42,"attempt":1}'
+    assert raw["atm"] == "1"
+    assert raw["ats"] == "1"
+    assert raw["pb"] == "w-basic"  # processedBy, as Node writes it
+    assert await redis_client.zscore(f"{prefix}:{QUEUE}:completed", job.id) is not None
+    assert await redis_client.llen(f"{prefix}:{QUEUE}:active") == 0
+    assert [a[0].id for a in events.of("active")] == [job.id]
+    await events.wait("drained")
+
+
+async def test_runs_up_to_concurrency_jobs_at_once(
+    bull: Queue, make_worker: Callable[..., Worker]
+) -> None:
+    running = 0
+    peak = 0
+    all_in = asyncio.Event()
+
+    async def gather(job: Job) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        if running == 4:
+            all_in.set()
+        await asyncio.wait_for(all_in.wait(), 10)
+        running -= 1
+
+    await bull.addBulk([{"name": "g", "data": {"i": i}} for i in range(8)])
+    worker = make_worker(gather, concurrency=4)
+    events = Recorder(worker)
+    worker.start()
+    await events.wait("completed", 8)
+    assert peak == 4
+
+
+async def test_sync_processor_runs_in_a_thread_and_bridges_job_actions(
+    bull: Queue, make_worker: Callable[..., Worker], redis_client: aioredis.Redis, prefix: str
+) -> None:
+    loop_thread = threading.get_ident()
+    seen: dict[str, Any] = {}
+
+    def blocking(job: Job) -> str:
+        seen["thread"] = threading.get_ident()
+        seen["request_id"] = REQUEST_ID.get()
+        job.update_progress({"pct": 50})  # no await: runs on the loop, blocks this thread
+        count = job.log("halfway")
+        seen["log_count"] = count
+        return "ok"
+
+    job = await bull.add("sync", {})
+    worker = make_worker(blocking)
+    events = Recorder(worker)
+    token = REQUEST_ID.set("req-7")
+    try:
+        worker.start()  # the worker's tasks copy this context
+    finally:
+        REQUEST_ID.reset(token)
+    await events.wait("completed")
+    assert seen["thread"] != loop_thread
+    assert seen["request_id"] == "req-7"
+    assert events.of("progress")[0][1] == {"pct": 50}
+    raw = await job_hash(redis_client, prefix, job.id)
+    assert raw["progress"] == '{"pct":50}'
+    assert await redis_client.lrange(f"{prefix}:{QUEUE}:{job.id}:logs", 0, -1) == ["halfway"]
+
+
+async def test_async_processor_updates_progress_and_logs(
+    bull: Queue, make_worker: Callable[..., Worker], redis_client: aioredis.Redis, prefix: str
+) -> None:
+    async def steps(job: Job) -> None:
+        for pct in (25, 100):
+            await job.update_progress(pct)
+        assert await job.log("done") == 1
+
+    job = await bull.add("steps", {}, {"keepLogs": 5})
+    worker = make_worker(steps)
+    events = Recorder(worker)
+    worker.start()
+    await events.wait("completed")
+    assert [p[1] for p in events.of("progress")] == [25, 100]
+    assert (await job_hash(redis_client, prefix, job.id))["progress"] == "100"
+
+
+async def test_process_pool_processor_runs_in_another_process(
+    bull: Queue, make_worker: Callable[..., Worker]
+) -> None:
+    await bull.add("squares", {"n": 1000})
+    refused = await bull.add("refuse", {}, {"attempts": 3})
+    worker = make_worker(_by_name, use_process_pool=True, concurrency=2)
+    events = Recorder(worker)
+    worker.start()
+    [(_, result)] = await events.wait("completed", timeout=30)
+    assert result["sum"] == sum(i * i for i in range(1000))
+    assert result["pid"] != os.getpid()
+    assert result["name"] == "squares"
+    [(failed, error)] = await events.wait("failed", timeout=30)
+    assert failed.id == refused.id
+    assert isinstance(error, UnrecoverableError)
+    assert failed.attempts_made == 1  # unrecoverable: no retry despite attempts=3
+
+
+class _ByName:
+    """A router choosing top-level process functions by job name."""
+
+    def resolve(self, job: Job) -> Callable[..., Any]:
+        return procs.sum_of_squares if job.name == "squares" else procs.refuse
+
+
+_by_name = _ByName()
+
+
+async def test_hook_errors_are_logged_and_never_stop_the_worker(
+    bull: Queue, make_worker: Callable[..., Worker], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def ok(job: Job) -> int:
+        return 1
+
+    def broken_sync(job: Job) -> None:
+        raise RuntimeError("sync hook bug")
+
+    async def broken_async(job: Job, result: Any) -> None:
+        await asyncio.sleep(0)
+        raise ValueError("async hook bug")
+
+    added = [await bull.add("x", {"i": i}) for i in range(3)]
+    worker = make_worker(ok)
+    worker.on("active", broken_sync)
+    worker.on("completed", broken_async)
+    events = Recorder(worker)  # registered after the broken hooks: still called
+    with caplog.at_level(logging.ERROR, logger="newsletter_queue.engine"):
+        worker.start()
+        await events.wait("completed", 3)
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert sum("active hook" in m and "sync hook bug" not in m for m in messages) == 3
+    for job in added:
+        assert any(f"job={job.id}" in m and "completed hook" in m for m in messages)
+    assert any(r.exc_info and "async hook bug" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_unknown_event_and_bad_options_are_rejected() -> None:
+    async def noop(job: Job) -> None:
+        return None
+
+    worker = Worker("q", noop)
+    with pytest.raises(ValueError, match="unknown event"):
+        worker.on("finished", noop)
+    with pytest.raises(ValueError, match="concurrency"):
+        Worker("q", noop, concurrency=0)
+    with pytest.raises(TypeError, match="process_pool"):
+        Worker("q", noop, use_process_pool=True)
