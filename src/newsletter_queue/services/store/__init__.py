@@ -1,0 +1,46 @@
+"""The records store: campaign content, deliveries, events, stats, AI results and dead
+letters in a real database (SQLAlchemy 2 async; a SQLite file by default, PostgreSQL
+via ``DATABASE_URL``).
+
+Redis holds jobs while they run; everything that must outlive the queue's retention —
+what was sent to whom, what recipients did, the aggregates, failed jobs kept for
+replay — lives here. Modules: ``store`` (the ``Store`` repository), ``records`` (the
+dataclasses it takes and returns), ``models`` (tables), ``aggregate`` (the analytics
+SQL). Tables are created by ``Store.init()``; there are no migrations yet.
+"""
+
+from __future__ import annotations
+
+from .records import (
+    DELIVERY_STATUSES,
+    EVENT_TYPES,
+    AIResultRecord,
+    CampaignRecord,
+    CampaignStats,
+    CampaignTrend,
+    DailyTenantStats,
+    DeadLetterRecord,
+    DeliveryRecord,
+    DeliveryStatus,
+    EventRecord,
+    EventType,
+    LinkClicks,
+)
+from .store import Store
+
+__all__ = [
+    "DELIVERY_STATUSES",
+    "EVENT_TYPES",
+    "AIResultRecord",
+    "CampaignRecord",
+    "CampaignStats",
+    "CampaignTrend",
+    "DailyTenantStats",
+    "DeadLetterRecord",
+    "DeliveryRecord",
+    "DeliveryStatus",
+    "EventRecord",
+    "EventType",
+    "LinkClicks",
+    "Store",
+]
