@@ -138,7 +138,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("SMTP_URL", "NLQ_SMTP_URL", "smtp_url"),
         description="smtp:// or smtps:// (user:password@host:port); unset → dev sink",
     )
-    smtp_pool_size: PositiveInt = 4
+    smtp_pool_size: PositiveInt = 8
+    smtp_timeout_s: float = Field(default=20.0, gt=0)
+    smtp_breaker_threshold: PositiveInt = Field(
+        default=5, description="Consecutive transient SMTP failures that open the circuit")
+    smtp_breaker_cooldown_ms: PositiveInt = 30_000
+    unsubscribe_base_url: str = "http://127.0.0.1:8000/unsubscribe"
     mail_from: str = "Newsletter <newsletter@localhost>"
     emails_per_second: PositiveInt = 2000
     emails_per_second_per_tenant: PositiveInt = 500

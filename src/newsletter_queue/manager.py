@@ -40,10 +40,12 @@ from .errors import (
 from .jobs import AIJobData, AnalyticsJobData, EmailJobData, Recipient, field_errors, validate_job
 from .queues import (
     ANALYTICS_DAILY_AGGREGATION,
+    EMAIL_BULK_PRIORITY,
     EMAIL_SEND_BATCH,
     QueueName,
 )
 from .records import EnqueuedJob, HealthCheck, JobInfo, QueueStats
+from .services.ledger import CampaignProgress
 
 MAX_PRIORITY = 2_097_152
 CleanState = Literal["completed", "failed", "delayed", "waiting", "active", "paused",
@@ -286,6 +288,10 @@ class QueueManager:
     ) -> list[EnqueuedJob]:
         """Split a campaign's recipients into batch jobs added with one bulk call.
 
+        Batches get ``EMAIL_BULK_PRIORITY`` unless ``priority`` is given, so that
+        transactional mail scheduled with ``schedule_email_job`` overtakes a running
+        campaign.
+
         Job ids are deterministic per (tenant, campaign, batch index), so calling this
         twice for the same campaign enqueues nothing new while the first jobs exist.
         (The email processor's per-campaign ledger additionally guarantees one message
@@ -319,9 +325,8 @@ class QueueManager:
         wire_recipients = [r.to_wire() for r in parsed]
         max_bytes = self.settings.job_limits.max_payload_bytes
         jobs: list[dict[str, Any]] = []
-        opts_extra: dict[str, Any] = {}
-        if priority is not None:
-            opts_extra = to_bullmq_options({"priority": priority})
+        opts_extra = to_bullmq_options(
+            {"priority": EMAIL_BULK_PRIORITY if priority is None else priority})
         batches = plan_batches(wire_recipients, size)
         for index, (start, end) in enumerate(batches):
             wire = {"campaignId": campaign_id, "tenantId": tenant_id,
@@ -336,7 +341,10 @@ class QueueManager:
             job_id = batch_job_id(tenant_id, campaign_id, index)
             jobs.append({"name": name, "data": wire,
                          "opts": {"jobId": job_id, **opts_extra}})
-        async with self._redis():
+        async with self._redis() as client:
+            # The total is stored first, so no batch can finish before it is known.
+            await CampaignProgress(client, self.settings.key_prefix, tenant_id,
+                                   campaign_id).set_total(len(batches))
             queue = await self.queue(QueueName.EMAIL)
             added = await queue.addBulk(jobs)
         return [

@@ -124,6 +124,11 @@ QUEUE_DEFAULTS: dict[str, QueueConfig] = {
     ),
 }
 
+# Campaign batches are added with this priority; transactional mail (no priority, or a
+# smaller number) is served first. BullMQ serves un-prioritised jobs before prioritised
+# ones, and smaller priority numbers first.
+EMAIL_BULK_PRIORITY = 1000
+
 # Job names each queue's producers use (processors are registered under these names).
 EMAIL_SEND_BATCH = "send-batch"
 ANALYTICS_CAMPAIGN_COMPLETE = "campaign-complete"

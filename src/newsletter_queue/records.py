@@ -86,7 +86,7 @@ class JobInfo:
             delay=_int(raw.get("delay")) or 0,
             priority=_int(raw.get("priority")) or 0,
             progress=_json(raw.get("progress"), 0),
-            attempts_made=_int(raw.get("attemptsMade")) or 0,
+            attempts_made=_int(raw.get("atm") or raw.get("attemptsMade")) or 0,
             attempts_started=_int(raw.get("ats")) or 0,
             stalled_counter=_int(raw.get("stc")) or 0,
             processed_on=_int(raw.get("processedOn")),

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from redis.asyncio import Redis
+from ..connection import AnyRedis
 
 State = Literal["closed", "open", "half-open"]
 
@@ -92,7 +92,7 @@ class CircuitBreaker:
 
     def __init__(
         self,
-        client: Redis,
+        client: AnyRedis,
         key_prefix: str,
         name: str,
         *,

@@ -1,0 +1,1 @@
+"""What each job does: email batches, analytics aggregation and AI jobs."""

@@ -1,0 +1,309 @@
+"""The email processor: one batch job → one message per recipient over SMTP.
+
+For each batch (``EmailJobData``):
+
+1. Validate the data (bad data fails the job as unrecoverable, naming the fields).
+2. Load the content — the job's inline ``content`` (transactional mail) or the stored
+   campaign — and compile its templates once (``services.render``). No content, or a
+   template that does not compile, fails the job as unrecoverable naming the campaign.
+3. Refuse to start while the SMTP circuit breaker is open: ``RateLimited`` pauses the
+   whole email queue for the rest of the cool-down, and the job keeps its attempt.
+4. Send in chunks. Per chunk: take tokens from the shared per-second limits (global and
+   tenant; a long wait parks the job in *delayed* instead of holding a worker slot),
+   claim the recipients in the campaign ledger (recipients already sent or bounced are
+   skipped), render, send through the SMTP pool, and record each acceptance in the
+   ledger the moment the server gives it. Delivery records are written per chunk.
+5. 5xx for a recipient → bounced, never retried. 4xx and connection errors → the claim is
+   released and, at the end, the job fails with ``TransientSendError`` so BullMQ retries
+   it with backoff; the next attempt sends only to the recipients still unsent. After
+   ``threshold`` consecutive transient failures the breaker opens and the job ends
+   with ``RateLimited`` (queue paused for the cool-down, attempt kept).
+6. When the campaign's last batch finishes — completed here, or failed for good (the
+   worker's ``failed`` hook calls ``batch_failed_for_good``) — exactly one
+   ``campaign-complete`` analytics job is enqueued (see ``services.ledger``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..config import Settings
+from ..connection import AnyRedis
+from ..engine.errors import DelayedError, RateLimited, UnrecoverableError
+from ..errors import JobValidationError
+from ..jobs import EmailJobData, Recipient, validate_job
+from ..services.circuit import CircuitBreaker
+from ..services.ledger import CampaignLedger, CampaignProgress, Claim
+from ..services.ratelimit import SendRateLimiter
+from ..services.render import CompiledCampaign, Content, ContentError, RenderError
+from ..services.smtp import SmtpPermanentError, SmtpTransientError
+
+log = logging.getLogger(__name__)
+
+_MAX_INLINE_WAIT_MS = 1000  # per job, across its chunks
+
+
+class MailTransport(Protocol):
+    """Anything that sends one message to one recipient (``SmtpPool`` does)."""
+
+    async def send(self, sender: str, recipient: str, message: bytes) -> str: ...
+
+
+class CampaignSource(Protocol):
+    """Where stored campaign content comes from (the records store)."""
+
+    async def get_content(self, tenant_id: str, campaign_id: str) -> Content | None: ...
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The outcome for one recipient of one attempt."""
+
+    tenant_id: str
+    campaign_id: str
+    email: str
+    status: str  # sent | bounced | failed
+    attempt: int
+    message_id: str | None = None
+    smtp_code: int | None = None
+    smtp_response: str | None = None
+
+
+class DeliveryRecorder(Protocol):
+    async def record(self, deliveries: Sequence[Delivery]) -> None: ...
+
+
+class TransientSendError(Exception):
+    """Some recipients could not be sent this time; the job is retried for them."""
+
+
+@dataclass
+class BatchResult:
+    sent: int = 0
+    bounced: int = 0
+    failed: int = 0
+    skipped: int = 0
+    deferred: int = 0
+    reclaimed: int = 0
+    last_transient: str = ""
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sent": self.sent, "bounced": self.bounced, "failed": self.failed,
+                "skipped": self.skipped, "deferred": self.deferred,
+                "reclaimed": self.reclaimed, "errors": self.errors[:20]}
+
+
+class EmailProcessor:
+    """Processes ``email`` queue jobs. Create one per worker process.
+
+    Args:
+        settings: mail settings (sender, rates, unsubscribe URL).
+        redis: command client (ledger, rate limits, breaker).
+        transport: sends messages (the SMTP pool).
+        campaigns: stored campaign content.
+        deliveries: where delivery records go (optional).
+        on_campaign_complete: enqueues the ``campaign-complete`` job (idempotent).
+        breaker: the shared SMTP circuit breaker.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: AnyRedis,
+        transport: MailTransport,
+        campaigns: CampaignSource,
+        *,
+        deliveries: DeliveryRecorder | None = None,
+        on_campaign_complete: Callable[[str, str], Awaitable[None]] | None = None,
+        breaker: CircuitBreaker | None = None,
+        chunk_size: int = 20,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.transport = transport
+        self.campaigns = campaigns
+        self.deliveries = deliveries
+        self.on_campaign_complete = on_campaign_complete
+        self.breaker = breaker or CircuitBreaker(
+            redis, settings.key_prefix, "smtp", threshold=settings.smtp_breaker_threshold,
+            cooldown_ms=settings.smtp_breaker_cooldown_ms)
+        self.limiter = SendRateLimiter(
+            redis, settings.key_prefix, global_rate=settings.emails_per_second,
+            tenant_rate=settings.emails_per_second_per_tenant)
+        self.chunk_size = max(1, min(chunk_size, settings.emails_per_second_per_tenant))
+        self._compiled: dict[tuple[str, str], CompiledCampaign] = {}
+
+    # --- the processor -----------------------------------------------------------------
+    async def __call__(self, job: Any) -> dict[str, Any]:
+        try:
+            data = validate_job(EmailJobData, job.data, self.settings.job_limits)
+        except JobValidationError as exc:
+            raise UnrecoverableError(str(exc)) from None
+        campaign = await self._compile(data)
+        decision = await self.breaker.allow()
+        if not decision.allowed:
+            raise RateLimited(max(decision.retry_after_ms, 1))
+
+        ledger = CampaignLedger(self.redis, self.settings.key_prefix, data.tenant_id,
+                                data.campaign_id)
+        token = f"{job.id}:{job.attempts_made}:{uuid.uuid4().hex[:8]}"
+        result = BatchResult()
+        recipients = data.recipients
+        total = len(recipients)
+        started = time.monotonic()
+        for start in range(0, total, self.chunk_size):
+            chunk = recipients[start:start + self.chunk_size]
+            opened_ms = await self._send_chunk(job, data, campaign, ledger, token, chunk,
+                                               result, started)
+            await job.update_progress({"done": min(start + len(chunk), total),
+                                       "total": total, "sent": result.sent})
+            if opened_ms:
+                raise RateLimited(opened_ms)
+
+        if result.deferred:
+            raise TransientSendError(
+                f"{result.deferred} of {total} recipients deferred (will retry): "
+                f"{result.last_transient}")
+        await self._batch_finished(data.tenant_id, data.campaign_id, str(job.id))
+        return result.to_dict()
+
+    async def batch_failed_for_good(self, job: Any) -> None:
+        """Count a batch that exhausted its attempts towards campaign completion."""
+        data = job.data if isinstance(job.data, dict) else {}
+        tenant, campaign = data.get("tenantId"), data.get("campaignId")
+        if isinstance(tenant, str) and isinstance(campaign, str):
+            await self._batch_finished(tenant, campaign, str(job.id))
+
+    # --- steps -------------------------------------------------------------------------
+    async def _compile(self, data: EmailJobData) -> CompiledCampaign:
+        key = (data.tenant_id, data.campaign_id)
+        if data.content is None and key in self._compiled:
+            return self._compiled[key]
+        if data.content is not None:
+            c = data.content
+            content: Content | None = Content(subject=c.subject, html=c.html, text=c.text,
+                                              from_addr=c.from_, reply_to=c.reply_to)
+        else:
+            content = await self.campaigns.get_content(data.tenant_id, data.campaign_id)
+        if content is None:
+            raise UnrecoverableError(
+                f"campaign {data.campaign_id!r} of tenant {data.tenant_id!r} has no "
+                "content: it is not in the store and the job carries no inline content")
+        try:
+            compiled = CompiledCampaign(
+                data.tenant_id, data.campaign_id, content,
+                default_from=self.settings.mail_from,
+                unsubscribe_base_url=self.settings.unsubscribe_base_url)
+        except ContentError as exc:
+            raise UnrecoverableError(str(exc)) from None
+        if data.content is None:
+            if len(self._compiled) > 256:
+                self._compiled.clear()
+            self._compiled[key] = compiled
+        return compiled
+
+    async def _send_chunk(
+        self, job: Any, data: EmailJobData, campaign: CompiledCampaign,
+        ledger: CampaignLedger, token: str, chunk: Sequence[Recipient], result: BatchResult,
+        started: float,
+    ) -> int:
+        """Send one chunk. Returns the breaker's open time in ms if it opened, else 0.
+
+        Raises:
+            DelayedError: the send rate is exhausted for longer than the job may wait;
+                the job was parked in delayed (claims released, nothing lost).
+        """
+        claims = await ledger.claim(token, [r.email for r in chunk])
+        attempt = job.attempts_made + 1
+        to_send: list[Recipient] = []
+        deliveries: list[Delivery] = []
+        for recipient, claim in zip(chunk, claims, strict=True):
+            if claim is Claim.DONE:
+                result.skipped += 1
+            elif claim is Claim.BUSY:
+                result.deferred += 1
+                result.last_transient = "another attempt is sending to this recipient"
+            else:
+                if claim is Claim.RECLAIMED:
+                    result.reclaimed += 1
+                to_send.append(recipient)
+        if to_send:
+            # At most a moment of waiting per job in all; beyond that the job is parked
+            # so that other tenants' jobs get the worker slot.
+            budget = _MAX_INLINE_WAIT_MS - int((time.monotonic() - started) * 1000)
+            wait = await self.limiter.take(data.tenant_id, len(to_send),
+                                           max_wait_ms=max(budget, 0))
+            if wait:
+                await ledger.release(token, [r.email for r in to_send])
+                await job.move_to_delayed(int(time.time() * 1000) + wait)
+                raise DelayedError(f"send rate reached; resuming in {wait} ms")
+
+        outcomes = await asyncio.gather(*(
+            self._send_one(data, campaign, ledger, r, attempt) for r in to_send))
+        transient: list[str] = []
+        for recipient, delivery in zip(to_send, outcomes, strict=True):
+            deliveries.append(delivery)
+            if delivery.status == "sent":
+                result.sent += 1
+            elif delivery.status == "bounced":
+                result.bounced += 1
+            elif delivery.status == "failed":
+                result.failed += 1
+                result.errors.append(f"{recipient.email}: {delivery.smtp_response}")
+            else:  # deferred
+                transient.append(recipient.email)
+                result.deferred += 1
+                result.last_transient = delivery.smtp_response or "transient failure"
+        await ledger.mark_bounced([d.email for d in deliveries
+                                   if d.status in ("bounced", "failed")])
+        await ledger.release(token, transient)
+        if self.deliveries is not None:
+            await self.deliveries.record([d for d in deliveries if d.status != "deferred"])
+
+        opened_ms = 0
+        if transient and len(transient) == len(to_send):
+            for _ in transient:
+                opened_ms = max(opened_ms, await self.breaker.record_failure())
+        elif to_send:
+            await self.breaker.record_success()
+        return opened_ms
+
+    async def _send_one(self, data: EmailJobData, campaign: CompiledCampaign,
+                        ledger: CampaignLedger, recipient: Recipient, attempt: int
+                        ) -> Delivery:
+        def outcome(status: str, **extra: Any) -> Delivery:
+            return Delivery(data.tenant_id, data.campaign_id, recipient.email, status,
+                            attempt, **extra)
+
+        try:
+            mid, message = campaign.render(recipient)
+        except RenderError as exc:
+            return outcome("failed", smtp_response=str(exc))
+        try:
+            reply = await self.transport.send(campaign.envelope_from, recipient.email,
+                                              message)
+        except SmtpPermanentError as exc:
+            return outcome("bounced", message_id=mid, smtp_code=exc.code,
+                           smtp_response=exc.message[:500])
+        except SmtpTransientError as exc:
+            return outcome("deferred", message_id=mid, smtp_code=exc.code or None,
+                           smtp_response=str(exc)[:500])
+        # Accepted: record it before anything else can fail.
+        await ledger.mark_sent(recipient.email)
+        return outcome("sent", message_id=mid, smtp_code=250, smtp_response=reply[:500])
+
+    async def _batch_finished(self, tenant_id: str, campaign_id: str, batch_id: str) -> None:
+        progress = CampaignProgress(self.redis, self.settings.key_prefix, tenant_id,
+                                    campaign_id)
+        if await progress.batch_finished(batch_id):
+            if self.on_campaign_complete is not None:
+                await self.on_campaign_complete(tenant_id, campaign_id)
+            await progress.mark_completed()
+            log.info("campaign %s of tenant %s: last batch finished", campaign_id, tenant_id)

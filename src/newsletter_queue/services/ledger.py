@@ -1,0 +1,205 @@
+"""The per-campaign send ledger and campaign completion tracking, in Redis.
+
+Ledger — one message per recipient per campaign
+-----------------------------------------------
+BullMQ executes jobs at least once: a batch may run again after a retry, a stall or a
+re-enqueue. The ledger (a hash ``{prefix}:email:ledger:{tenant}:{campaign}``, field =
+recipient address) makes sending idempotent per recipient:
+
+1. ``claim`` (atomic, Lua): a recipient already ``sent`` or ``bounced`` is skipped; a
+   free one is marked ``pending`` with this attempt's token and an expiry; one pending
+   under another live token is reported busy (try later).
+2. The message is sent; the moment the SMTP server accepts it, ``mark_sent`` records it
+   (a 5xx records ``bounced``; a 4xx or connection error releases the claim).
+3. A pending claim whose expiry passed was left by a process that died between claiming
+   and recording. It is claimed again and the message re-sent — this is the only way a
+   recipient can receive a campaign twice (the server accepted the first copy in the
+   instant before the crash). Such re-claims are counted (``reclaimed``), and the copy
+   carries the same deterministic Message-ID.
+
+A recipient is therefore never skipped unless its message was accepted (or bounced).
+
+Completion — exactly one ``campaign-complete``
+----------------------------------------------
+``schedule_batch_email_sending`` stores how many batches a campaign has. Each batch, when
+it finishes for good (completed, or failed after its last attempt), adds its job id to a
+set; the call that sees the set reach the total — and the ``done`` flag still unset —
+returns ``True``. The caller then enqueues the analytics job under a deterministic job id
+(BullMQ ignores a second add of the same id) and sets the flag. If the process dies in
+between, the batch job is re-run (it is still active, so it stalls and is recovered),
+sees the same state and enqueues again — still one job. An atomic counter was preferred
+to a BullMQ flow because batches are added in bulk up front and any of them may be the
+last to finish.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, cast
+
+from ..connection import AnyRedis
+
+# KEYS[1] ledger, KEYS[2] ledger meta. ARGV: now_ms, token, ttl_ms, ledger_ttl_s, emails...
+_CLAIM = """
+local now = tonumber(ARGV[1])
+local token = ARGV[2]
+local expires = now + tonumber(ARGV[3])
+local out = {}
+for i = 5, #ARGV do
+  local email = ARGV[i]
+  local v = redis.call('HGET', KEYS[1], email)
+  if not v then
+    redis.call('HSET', KEYS[1], email, 'p|' .. token .. '|' .. expires)
+    out[#out + 1] = 1
+  elseif string.sub(v, 1, 1) ~= 'p' then
+    out[#out + 1] = 0
+  else
+    local owner, until_ms = string.match(v, '^p|([^|]*)|(%d+)$')
+    if owner == token then
+      redis.call('HSET', KEYS[1], email, 'p|' .. token .. '|' .. expires)
+      out[#out + 1] = 1
+    elseif until_ms and tonumber(until_ms) <= now then
+      redis.call('HSET', KEYS[1], email, 'p|' .. token .. '|' .. expires)
+      redis.call('HINCRBY', KEYS[2], 'reclaimed', 1)
+      out[#out + 1] = 2
+    else
+      out[#out + 1] = 3
+    end
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return out
+"""
+
+# KEYS[1] ledger. ARGV: token, emails... — drop our own pending claims (transient failure).
+_RELEASE = """
+local n = 0
+for i = 2, #ARGV do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  if v and string.sub(v, 1, 1) == 'p' and string.match(v, '^p|([^|]*)|') == ARGV[1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+"""
+
+# KEYS[1] done set, KEYS[2] total, KEYS[3] done flag. ARGV: batch id, ttl_s
+_BATCH_DONE = """
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+local total = tonumber(redis.call('GET', KEYS[2]) or '0')
+if total == 0 then return 0 end
+if redis.call('SCARD', KEYS[1]) >= total and redis.call('EXISTS', KEYS[3]) == 0 then
+  return 1
+end
+return 0
+"""
+
+
+class Claim(IntEnum):
+    """Outcome of claiming one recipient."""
+
+    DONE = 0  # already sent or bounced: skip
+    CLAIMED = 1  # ours to send
+    RECLAIMED = 2  # a dead attempt's claim expired: ours, and possibly a re-send
+    BUSY = 3  # another live attempt is sending it: try later
+
+
+@dataclass(frozen=True)
+class LedgerCounts:
+    sent: int
+    bounced: int
+    pending: int
+    reclaimed: int
+
+
+class CampaignLedger:
+    """The ledger of one campaign."""
+
+    def __init__(self, client: AnyRedis, key_prefix: str, tenant_id: str, campaign_id: str,
+                 *, claim_ttl_ms: int = 30_000, ttl_s: int = 30 * 24 * 3600) -> None:
+        self.client = client
+        base = f"{key_prefix}:email:ledger:{tenant_id}:{campaign_id}"
+        self.key = base
+        self.meta_key = f"{base}:meta"
+        self.claim_ttl_ms = claim_ttl_ms
+        self.ttl_s = ttl_s
+        self._claim = client.register_script(_CLAIM)
+        self._release = client.register_script(_RELEASE)
+
+    async def claim(self, token: str, emails: Sequence[str]) -> list[Claim]:
+        if not emails:
+            return []
+        res = cast(list[int], await self._claim(
+            keys=[self.key, self.meta_key],
+            args=[_now_ms(), token, self.claim_ttl_ms, self.ttl_s, *emails]))
+        return [Claim(int(x)) for x in res]
+
+    async def mark_sent(self, email: str) -> None:
+        """Record that the SMTP server accepted the message (call it at once)."""
+        await self.client.hset(self.key, email, f"s|{_now_ms()}")
+
+    async def mark_bounced(self, emails: Sequence[str]) -> None:
+        if emails:
+            stamp = f"b|{_now_ms()}"
+            await self.client.hset(self.key, mapping=dict.fromkeys(emails, stamp))
+
+    async def release(self, token: str, emails: Sequence[str]) -> int:
+        if not emails:
+            return 0
+        return int(cast(int, await self._release(keys=[self.key], args=[token, *emails])))
+
+    async def counts(self) -> LedgerCounts:
+        values = cast(list[str], await self.client.hvals(self.key))
+        meta = cast(dict[str, str], await self.client.hgetall(self.meta_key))
+        tally = {"s": 0, "b": 0, "p": 0}
+        for value in values:
+            tally[value[:1]] = tally.get(value[:1], 0) + 1
+        return LedgerCounts(tally["s"], tally["b"], tally["p"], int(meta.get("reclaimed", 0)))
+
+    async def status(self, email: str) -> str | None:
+        value = cast(str | None, await self.client.hget(self.key, email))
+        return {"s": "sent", "b": "bounced", "p": "pending"}.get(value[:1]) if value else None
+
+
+class CampaignProgress:
+    """Counts finished batches of a campaign and says when the last one finished."""
+
+    def __init__(self, client: AnyRedis, key_prefix: str, tenant_id: str, campaign_id: str,
+                 ttl_s: int = 30 * 24 * 3600) -> None:
+        self.client = client
+        base = f"{key_prefix}:email:campaign:{tenant_id}:{campaign_id}"
+        self.done_key = f"{base}:done"
+        self.total_key = f"{base}:batches"
+        self.flag_key = f"{base}:completed"
+        self.ttl_s = ttl_s
+        self._batch_done = client.register_script(_BATCH_DONE)
+
+    async def set_total(self, batches: int) -> None:
+        await self.client.set(self.total_key, batches, ex=self.ttl_s)
+
+    async def batch_finished(self, batch_id: str) -> bool:
+        """Record a finished batch; True if this makes the campaign complete."""
+        res = await self._batch_done(keys=[self.done_key, self.total_key, self.flag_key],
+                                     args=[batch_id, self.ttl_s])
+        return bool(int(cast(Any, res)))
+
+    async def mark_completed(self) -> None:
+        await self.client.set(self.flag_key, _now_ms(), ex=self.ttl_s)
+
+    async def state(self) -> dict[str, int | bool]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.scard(self.done_key)
+        pipe.get(self.total_key)
+        pipe.exists(self.flag_key)
+        done, total, flag = await pipe.execute()
+        return {"done": int(done), "total": int(total or 0), "completed": bool(flag)}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,175 @@
+"""Rendering campaign content into one MIME message per recipient.
+
+Templates are Jinja2 in a *sandboxed* environment (campaign content is written by
+tenants, so templates must not reach Python internals), with HTML autoescaped and
+undefined variables an error (``StrictUndefined``): a missing personalisation fails
+that recipient with a clear message instead of sending "Hello ,".
+
+The context of every template is ``name``, ``email``, ``personalizations`` and
+``unsubscribe_url``. Templates are compiled once per campaign (``CompiledCampaign``),
+not once per recipient.
+
+Every message gets a deterministic ``Message-ID`` derived from (tenant, campaign,
+recipient): should a message ever be sent twice (a crash in the instant between the
+SMTP server accepting it and our ledger recording it), the copies carry the same id and
+receivers that collapse duplicates will. ``List-Unsubscribe`` (with one-click POST) is
+set on every message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate, parseaddr
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import StrictUndefined, Template, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from ..jobs import Recipient
+
+_TAGS = re.compile(r"<[^>]+>")
+_SPACE = re.compile(r"[ \t]+")
+
+
+class RenderError(Exception):
+    """Rendering failed for one recipient (undefined variable, unsafe access...)."""
+
+
+class ContentError(Exception):
+    """The campaign content itself is unusable (template syntax error, no body)."""
+
+
+@dataclass(frozen=True)
+class Content:
+    """What a campaign (or a transactional job) says."""
+
+    subject: str
+    html: str | None = None
+    text: str | None = None
+    from_addr: str | None = None
+    reply_to: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _html_env() -> SandboxedEnvironment:
+    return SandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
+
+
+def _plain_env() -> SandboxedEnvironment:
+    return SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+
+
+_HTML_ENV = _html_env()
+_PLAIN_ENV = _plain_env()
+
+
+def message_id(tenant_id: str, campaign_id: str, email: str, domain: str) -> str:
+    """The deterministic Message-ID of one campaign message to one recipient."""
+    digest = hashlib.sha256(f"{tenant_id}\0{campaign_id}\0{email.lower()}".encode())
+    return f"<{digest.hexdigest()[:40]}.{campaign_id}@{domain}>"
+
+
+def html_to_text(html: str) -> str:
+    """A readable text part when the campaign has only HTML."""
+    text = re.sub(r"(?i)<br\s*/?>|</p>|</h[1-6]>|</li>|</tr>", "\n", html)
+    text = _TAGS.sub("", text)
+    lines = [_SPACE.sub(" ", line).strip() for line in text.splitlines()]
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+class CompiledCampaign:
+    """A campaign's templates, compiled once, rendering one message per recipient.
+
+    Args:
+        tenant_id, campaign_id: identify the campaign (headers, Message-ID).
+        content: subject, bodies and sender of the campaign.
+        default_from: sender when the content has none.
+        unsubscribe_base_url: base of the one-click unsubscribe link.
+
+    Raises:
+        ContentError: a template does not compile, or there is no body at all.
+    """
+
+    def __init__(self, tenant_id: str, campaign_id: str, content: Content, *,
+                 default_from: str, unsubscribe_base_url: str) -> None:
+        if not content.html and not content.text:
+            raise ContentError(f"campaign {campaign_id!r} of tenant {tenant_id!r} has "
+                               "neither an HTML nor a text body")
+        self.tenant_id = tenant_id
+        self.campaign_id = campaign_id
+        self.content = content
+        self.sender_header = content.from_addr or default_from
+        self.envelope_from = parseaddr(self.sender_header)[1]
+        if "@" not in self.envelope_from:
+            raise ContentError(f"campaign {campaign_id!r}: sender {self.sender_header!r} "
+                               "has no address")
+        self.domain = self.envelope_from.rpartition("@")[2] or "localhost"
+        self.unsubscribe_base_url = unsubscribe_base_url
+        try:
+            self._subject: Template = _PLAIN_ENV.from_string(content.subject)
+            self._html: Template | None = (
+                _HTML_ENV.from_string(content.html) if content.html else None)
+            self._text: Template | None = (
+                _PLAIN_ENV.from_string(content.text) if content.text else None)
+        except TemplateError as exc:
+            raise ContentError(f"campaign {campaign_id!r} of tenant {tenant_id!r}: "
+                               f"template error: {exc}") from None
+
+    def unsubscribe_url(self, email: str) -> str:
+        query = urlencode({"tenant": self.tenant_id, "campaign": self.campaign_id,
+                           "email": email})
+        return f"{self.unsubscribe_base_url}?{query}"
+
+    def render(self, recipient: Recipient) -> tuple[str, bytes]:
+        """Return (Message-ID, the message as bytes) for ``recipient``.
+
+        Raises:
+            RenderError: this recipient's message cannot be rendered.
+        """
+        unsubscribe = self.unsubscribe_url(recipient.email)
+        context: dict[str, Any] = {
+            "name": recipient.name or "",
+            "email": recipient.email,
+            "personalizations": recipient.personalizations or {},
+            "unsubscribe_url": unsubscribe,
+        }
+        try:
+            subject = self._subject.render(context)
+            html = self._html.render(context) if self._html else None
+            text = self._text.render(context) if self._text else html_to_text(html or "")
+        except TemplateError as exc:
+            raise RenderError(f"template error for {recipient.email}: {exc}") from None
+        if "\r" in subject or "\n" in subject:
+            raise RenderError(f"rendered subject for {recipient.email} contains a line "
+                              "break (header injection refused)")
+        mid = message_id(self.tenant_id, self.campaign_id, recipient.email, self.domain)
+        msg = EmailMessage()
+        try:
+            msg["From"] = self.sender_header
+            msg["To"] = (formataddr((recipient.name, recipient.email)) if recipient.name
+                         else Address(addr_spec=recipient.email))
+            msg["Subject"] = subject
+            msg["Date"] = formatdate(localtime=False, usegmt=True)
+            msg["Message-ID"] = mid
+            if self.content.reply_to:
+                msg["Reply-To"] = self.content.reply_to
+            msg["List-Unsubscribe"] = (
+                f"<{unsubscribe}>, <mailto:unsubscribe@{self.domain}"
+                f"?subject=unsubscribe-{self.campaign_id}>")
+            msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+            msg["X-Campaign-ID"] = self.campaign_id
+            msg["X-Tenant-ID"] = self.tenant_id
+            for name, value in self.content.headers.items():
+                msg[name] = value
+            msg.set_content(text)
+            if html is not None:
+                msg.add_alternative(html, subtype="html")
+            return mid, msg.as_bytes()
+        except (ValueError, TypeError, IndexError) as exc:
+            raise RenderError(f"cannot build the message for {recipient.email}: "
+                              f"{exc}") from None

@@ -1,0 +1,249 @@
+"""The development SMTP sink: a real SMTP server (aiosmtpd) that accepts and keeps mail.
+
+``nlq up`` starts it when ``SMTP_URL`` is unset, so campaigns are delivered end to end
+over real SMTP without reaching anyone. It keeps:
+
+- exact delivery counts per recipient (tests and ``bench/email.py`` count duplicates
+  and missing recipients at the sink, not in the sender);
+- the most recent messages in memory, and, when given a Redis client, in a capped
+  Redis list (``{prefix}:devmail``) so the dev API and dashboard in any process can show
+  the captured mail;
+- optional failure rules for tests: answer ``451`` (transient) for a while, or ``550``
+  (permanent) for chosen recipients.
+
+It runs on the caller's event loop (``asyncio`` server), or standalone with
+``python -m newsletter_queue.services.sink --port 1025``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from email import policy
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+log = logging.getLogger(__name__)
+
+DEVMAIL_KEY = "devmail"
+DEVMAIL_KEEP = 200
+_PREVIEW_CHARS = 20_000
+
+
+@dataclass
+class CapturedMessage:
+    """One message as the sink received it."""
+
+    id: int
+    received_at: float
+    mail_from: str
+    rcpt_tos: list[str]
+    subject: str
+    message_id: str
+    headers: dict[str, str]
+    text: str
+    html: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FailureRules:
+    """Failure injection for tests: transient 451 until a time, permanent 550 by address."""
+
+    temp_fail_until: float = 0.0
+    temp_fail_count: int = 0  # answer 451 to the next N recipients
+    reject: set[str] = field(default_factory=set)
+    reject_if: Callable[[str], bool] | None = None
+
+    def verdict(self, address: str) -> str | None:
+        lowered = address.lower()
+        if lowered in self.reject or (self.reject_if is not None and self.reject_if(lowered)):
+            return "550 5.1.1 Recipient address rejected: user unknown"
+        if self.temp_fail_count > 0:
+            self.temp_fail_count -= 1
+            return "451 4.3.0 Temporary failure, try again later"
+        if time.monotonic() < self.temp_fail_until:
+            return "451 4.3.0 Temporary failure, try again later"
+        return None
+
+
+class SinkHandler:
+    """aiosmtpd handler: applies the failure rules and records what is accepted."""
+
+    def __init__(self, keep: int = 1000, redis: Any = None, redis_key: str | None = None
+                 ) -> None:
+        self.rules = FailureRules()
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.message_ids: collections.Counter[str] = collections.Counter()
+        self.recent: collections.deque[CapturedMessage] = collections.deque(maxlen=keep)
+        self.accepted = 0
+        self.refused_transient = 0
+        self.refused_permanent = 0
+        self._next_id = 0
+        self._redis = redis
+        self._redis_key = redis_key
+        self._arrived = asyncio.Condition()
+        self._parser = BytesParser(policy=policy.default)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        verdict = self.rules.verdict(address)
+        if verdict is not None:
+            if verdict.startswith("4"):
+                self.refused_transient += 1
+            else:
+                self.refused_permanent += 1
+            return verdict
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
+        raw = envelope.original_content or b""
+        if isinstance(raw, str):
+            raw = raw.encode()
+        message = self._parser.parsebytes(raw)
+        self._next_id += 1
+        text, html = _bodies(message)
+        captured = CapturedMessage(
+            id=self._next_id,
+            received_at=time.time(),
+            mail_from=str(envelope.mail_from or ""),
+            rcpt_tos=[str(r).lower() for r in envelope.rcpt_tos],
+            subject=str(message.get("Subject", "")),
+            message_id=str(message.get("Message-ID", "")),
+            headers={k: str(v) for k, v in message.items()},
+            text=text[:_PREVIEW_CHARS],
+            html=html[:_PREVIEW_CHARS],
+        )
+        for rcpt in captured.rcpt_tos:
+            self.counts[rcpt] += 1
+        if captured.message_id:
+            self.message_ids[captured.message_id] += 1
+        self.accepted += 1
+        self.recent.append(captured)
+        if self._redis is not None and self._redis_key:
+            try:
+                pipe = self._redis.pipeline(transaction=False)
+                pipe.lpush(self._redis_key, json.dumps(captured.to_dict()))
+                pipe.ltrim(self._redis_key, 0, DEVMAIL_KEEP - 1)
+                await pipe.execute()
+            except Exception:  # the mail is accepted either way; the preview is best effort
+                log.warning("could not store captured mail preview in Redis", exc_info=True)
+        async with self._arrived:
+            self._arrived.notify_all()
+        return "250 Message accepted for delivery"
+
+    async def wait_for_total(self, total: int) -> None:
+        """Wait until ``total`` recipients were accepted in all (wrap in a timeout)."""
+        async with self._arrived:
+            await self._arrived.wait_for(lambda: sum(self.counts.values()) >= total)
+
+    def duplicates(self) -> int:
+        """Messages received beyond the first per recipient."""
+        return sum(n - 1 for n in self.counts.values() if n > 1)
+
+    def missing(self, expected: Iterable[str]) -> list[str]:
+        return [e for e in expected if self.counts.get(e.lower(), 0) == 0]
+
+
+def _bodies(message: Any) -> tuple[str, str]:
+    text = html = ""
+    try:
+        part = message.get_body(preferencelist=("plain",))
+        if part is not None:
+            text = part.get_content()
+        part = message.get_body(preferencelist=("html",))
+        if part is not None:
+            html = part.get_content()
+    except (KeyError, LookupError, ValueError):
+        log.debug("unparseable body in captured message", exc_info=True)
+    return text, html
+
+
+class SmtpSink:
+    """A running sink on ``host:port`` (port 0 picks a free one)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, keep: int = 1000,
+                 redis: Any = None, key_prefix: str | None = None) -> None:
+        self.host = host
+        self.port = port
+        redis_key = f"{key_prefix}:{DEVMAIL_KEY}" if key_prefix else None
+        self.handler = SinkHandler(keep=keep, redis=redis, redis_key=redis_key)
+        self._server: asyncio.AbstractServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+    async def start(self) -> SmtpSink:
+        loop = asyncio.get_running_loop()
+        handler = self.handler
+
+        def factory() -> SMTP:
+            return SMTP(handler, hostname="nlq-dev-sink", data_size_limit=10 * 1024 * 1024,
+                        ident="newsletter-queue dev sink")
+
+        self._server = await loop.create_server(factory, self.host, self.port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        log.info("dev SMTP sink listening on %s", self.url)
+        return self
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 5)
+
+    async def __aenter__(self) -> SmtpSink:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def _serve(host: str, port: int) -> dict[str, Any]:
+    sink = await SmtpSink(host, port).start()
+    print(json.dumps({"port": sink.port}), flush=True)  # noqa: T201 - the protocol line
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await sink.stop()
+    h = sink.handler
+    return {"counts": dict(h.counts), "accepted": h.accepted,
+            "message_ids": len(h.message_ids), "refused_transient": h.refused_transient,
+            "refused_permanent": h.refused_permanent}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="newsletter-queue dev SMTP sink")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=1025)
+    parser.add_argument("--stats-file", help="write per-recipient counts here on exit")
+    args = parser.parse_args()
+    stats = asyncio.run(_serve(args.host, args.port))
+    if args.stats_file:
+        Path(args.stats_file).write_text(json.dumps(stats), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""A bounded pool of aiosmtplib connections, reused across messages and jobs.
+
+Opening an SMTP session (TCP, greeting, EHLO, STARTTLS, AUTH) costs several round trips;
+a campaign of 100,000 recipients must not pay that per message. The pool keeps at most
+``size`` sessions per worker process, hands one to each send, and drops a session after
+any connection-level error so the next send reconnects.
+
+Errors are sorted the way the email processor needs them:
+
+- ``SmtpPermanentError`` — a 5xx answer: the recipient is bounced, never retried;
+- ``SmtpTransientError`` — a 4xx answer, a timeout or a lost connection: try later.
+
+``SMTP_URL`` forms: ``smtp://[user:password@]host[:port][?starttls=auto|required|off]``
+and ``smtps://…`` (implicit TLS, port 465 by default); ``?verify=false`` skips
+certificate checks (development only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from dataclasses import dataclass
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import aiosmtplib
+
+from ..config import mask_url
+
+log = logging.getLogger(__name__)
+
+
+class SmtpError(Exception):
+    """A message was not accepted. ``code`` is the SMTP reply code (0 if none)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code} {message}" if code else message)
+
+
+class SmtpTransientError(SmtpError):
+    """4xx, timeout or connection failure: the message may be sent later."""
+
+
+class SmtpPermanentError(SmtpError):
+    """5xx: the server refuses this message or recipient for good."""
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    implicit_tls: bool
+    starttls: str  # auto | required | off
+    verify: bool
+
+    @classmethod
+    def parse(cls, url: str) -> SmtpTarget:
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps"):
+            raise ValueError(f"SMTP_URL must start with smtp:// or smtps:// "
+                             f"(got {mask_url(url)})")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        starttls = query.get("starttls", "auto")
+        if starttls not in ("auto", "required", "off"):
+            raise ValueError("starttls must be auto, required or off")
+        implicit = parts.scheme == "smtps"
+        return cls(
+            host=parts.hostname or "localhost",
+            port=parts.port or (465 if implicit else 25),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            implicit_tls=implicit,
+            starttls="off" if implicit else starttls,
+            verify=query.get("verify", "true").lower() not in ("false", "0", "no"),
+        )
+
+
+class SmtpPool:
+    """At most ``size`` SMTP sessions to one server.
+
+    Args:
+        url: the SMTP URL (may carry credentials; it is never logged unmasked).
+        size: maximum concurrent sessions.
+        timeout: seconds for connecting and for each SMTP command.
+    """
+
+    def __init__(self, url: str, size: int = 4, timeout: float = 30.0,
+                 local_hostname: str | None = None) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self.target = SmtpTarget.parse(url)
+        self.masked_url = mask_url(url)
+        self.size = size
+        self.timeout = timeout
+        self.local_hostname = local_hostname
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._slots = asyncio.Semaphore(size)
+        self._closed = False
+        self.sessions_opened = 0
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if not self.target.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    async def _open(self) -> aiosmtplib.SMTP:
+        t = self.target
+        client = aiosmtplib.SMTP(
+            hostname=t.host, port=t.port, timeout=self.timeout, use_tls=t.implicit_tls,
+            start_tls=None if t.starttls == "auto" else t.starttls == "required",
+            tls_context=self._tls_context() if (t.implicit_tls or t.starttls != "off")
+            else None,
+            local_hostname=self.local_hostname,
+        )
+        try:
+            await client.connect()
+            if t.username is not None:
+                await client.login(t.username, t.password or "")
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            await _quiet_close(client)
+            raise SmtpPermanentError(exc.code, f"authentication failed at "
+                                     f"{self.masked_url}: {exc.message}") from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            await _quiet_close(client)
+            raise SmtpTransientError(getattr(exc, "code", 0) or 0,
+                                     f"cannot connect to {self.masked_url}: {exc}") from None
+        self.sessions_opened += 1
+        return client
+
+    async def send(self, sender: str, recipient: str, message: bytes) -> str:
+        """Send one message to one recipient. Returns the server's acceptance reply.
+
+        Raises:
+            SmtpPermanentError: 5xx for this recipient or message.
+            SmtpTransientError: 4xx, timeout or connection failure.
+        """
+        if self._closed:
+            raise SmtpTransientError(0, "SMTP pool is closed")
+        async with self._slots:
+            client = self._idle.pop() if self._idle else await self._open()
+            reusable = False
+            try:
+                options = [] if (sender + recipient).isascii() else ["SMTPUTF8"]
+                _errors, reply = await client.sendmail(sender, [recipient], message,
+                                                       mail_options=options)
+                reusable = True
+                return reply
+            except ValueError as exc:  # an address aiosmtplib cannot send to safely
+                reusable = True
+                raise SmtpPermanentError(0, f"unsendable address: {exc}") from None
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                reusable = True
+                refusal = exc.recipients[0] if exc.recipients else None
+                code = refusal.code if refusal else 0
+                text = refusal.message if refusal else str(exc)
+                raise _classify(code, text) from None
+            except aiosmtplib.SMTPResponseException as exc:
+                reusable = exc.code < 500 or exc.code >= 600
+                raise _classify(exc.code, exc.message) from None
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                raise SmtpTransientError(0, f"connection to {self.masked_url} failed: "
+                                         f"{type(exc).__name__}: {exc}") from None
+            finally:
+                # aiosmtplib already sent RSET after a refusal, so the session is clean.
+                if reusable and client.is_connected and not self._closed:
+                    self._idle.append(client)
+                else:
+                    await _quiet_close(client)
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for client in idle:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.quit(), 2)
+            await _quiet_close(client)
+
+
+def _classify(code: int, text: str) -> SmtpError:
+    if 500 <= code < 600:
+        return SmtpPermanentError(code, text)
+    return SmtpTransientError(code, text)
+
+
+async def _quiet_close(client: aiosmtplib.SMTP) -> None:
+    with contextlib.suppress(Exception):
+        client.close()
