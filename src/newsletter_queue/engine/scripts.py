@@ -121,9 +121,13 @@ class ScriptLane:
                 await conn.send_packed_command(packed)
                 reply = await conn.read_response()
             except (RedisConnectionError, RedisTimeoutError, OSError):
-                # A killed or stale connection: drop it and try once more on a new one
-                # (what redis-py's own retry does); a second failure goes to the caller.
+                # A killed or stale connection. Its idle siblings most likely died with it
+                # (server restart, CLIENT KILL): drop them all and try once more on a new
+                # connection, as redis-py's own retry would; a second failure is raised.
                 await self._discard(conn)
+                idle, self._idle = self._idle, []
+                for other in idle:
+                    await self._discard(other)
                 if attempt == 2:
                     raise
                 continue

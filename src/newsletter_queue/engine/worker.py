@@ -362,6 +362,7 @@ class Worker:
                 job = await self._process(job, packed)
             except Exception as exc:
                 job = None
+                fetcher.note_unknown()  # markers may have been consumed: look, don't wait
                 if is_connection_error(exc):
                     if not await health.wait_up(exc, "fetching jobs"):
                         return
