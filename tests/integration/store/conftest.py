@@ -86,22 +86,24 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def store_target(backend: str, request: pytest.FixtureRequest, tmp_path: Path
-                 ) -> tuple[str, str | None]:
-    """(URL, schema) of an empty database for this test."""
+                 ) -> Iterator[tuple[str, str | None]]:
+    """(URL, schema) of an empty database for this test; a PostgreSQL schema is dropped
+    afterwards."""
     if backend == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'records.sqlite3'}", None
+        yield f"sqlite+aiosqlite:///{tmp_path / 'records.sqlite3'}", None
+        return
     # Resolved here, outside the event loop: the session fixture uses asyncio.run.
     url = str(request.getfixturevalue("postgres_database"))
-    return url, f"t_{uuid.uuid4().hex[:12]}"
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        yield url, schema
+    finally:
+        asyncio.run(_admin(url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
 
 
 @pytest.fixture
 async def store(store_target: tuple[str, str | None]) -> AsyncIterator[Store]:
-    """An initialised, empty store; closed (and its PostgreSQL schema dropped) after."""
+    """An initialised, empty store, closed afterwards."""
     url, schema = store_target
-    try:
-        async with Store(url, schema=schema) as s:
-            yield s
-    finally:
-        if schema is not None:
-            await _admin(url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    async with Store(url, schema=schema) as s:
+        yield s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 import time
@@ -224,3 +225,25 @@ async def test_several_processes_write_one_sqlite_file(tmp_path: Path) -> None:
         assert await store.count_events("t") == 160
         stats = await store.refresh_campaign_stats("t", "c")
         assert (stats.sent, stats.unique_opens, stats.open_rate) == (160, 160, 1.0)
+
+
+async def test_sqlite_file_uses_wal(tmp_path: Path) -> None:
+    path = tmp_path / "wal.sqlite3"
+    async with Store(f"sqlite+aiosqlite:///{path}"):
+        pass
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_concurrent_init_of_a_fresh_database(store_target: tuple[str, str | None]
+                                                   ) -> None:
+    """Several workers starting at once all create-or-find the tables."""
+    url, schema = store_target
+    stores = [Store(url, schema=schema) for _ in range(4)]
+    try:
+        await asyncio.gather(*(s.init() for s in stores))
+        await stores[0].record_events([EventRecord("t", "c", "a@example.com", "opened", T0)])
+        assert await stores[3].count_events("t") == 1
+    finally:
+        for s in stores:
+            await s.close()

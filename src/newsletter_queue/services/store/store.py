@@ -4,15 +4,10 @@ One class with small, typed methods (a repository layer) over SQLAlchemy 2's asy
 rows go in and come out as the dataclasses of ``records``, never as ORM objects, so no
 caller depends on sessions or lazy loading.
 
-Backends:
+Backends (set up in ``backend``):
 
-- **SQLite** (default, ``sqlite+aiosqlite:///<state_dir>/newsletter-queue.sqlite3``):
-  WAL journal, so readers never wait for the writer; a busy timeout, so several worker
-  processes can write to one file; and write transactions start with ``BEGIN
-  IMMEDIATE``. That last one matters: a deferred transaction that reads first and then
-  writes can fail with "database is locked" at once, without waiting, when another
-  process committed in between — the busy timeout only helps a transaction that takes
-  the write lock up front.
+- **SQLite** (default, ``sqlite+aiosqlite:///<state_dir>/newsletter-queue.sqlite3``),
+  tuned so several worker processes can write to one file.
 - **PostgreSQL** (``DATABASE_URL=postgresql+asyncpg://…``; ``postgresql://`` and
   ``postgres://`` are accepted too). ``schema=`` puts the tables in their own schema.
 
@@ -23,7 +18,7 @@ Tables are created by ``init()`` (idempotent; serialised across processes by a w
 transaction on SQLite and an advisory lock on PostgreSQL). There are no migrations yet:
 when the schema first changes, Alembic migrations will take over from ``create_all``.
 
-The database URL is only ever shown through ``mask_url``.
+The database URL is only ever shown through ``config.mask_url``.
 """
 
 from __future__ import annotations
@@ -32,20 +27,17 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Row, case, event, func, insert, select, text, update
+from sqlalchemy import Row, case, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateSchema
 
-from ...config import Settings, mask_url
-from ...errors import ConfigurationError
+from ...config import Settings
 from . import aggregate
+from .backend import async_url, create_engines, masked
 from .models import (
     AIResult,
     Base,
@@ -71,48 +63,7 @@ from .records import (
 
 log = logging.getLogger(__name__)
 
-SQLITE_BUSY_TIMEOUT_S = 30.0
-_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "sqlite+aiosqlite": "sqlite+aiosqlite",
-    "postgres": "postgresql+asyncpg",
-    "postgresql": "postgresql+asyncpg",
-    "postgresql+asyncpg": "postgresql+asyncpg",
-}
-_BEGIN_OPTION = "nlq_sqlite_begin"
 _INIT_LOCK_KEY = 0x6E6C7131  # "nlq1": PostgreSQL advisory lock serialising init()
-
-
-def _async_url(url: str) -> URL:
-    try:
-        parsed = make_url(url)
-    except Exception as exc:  # sqlalchemy raises ArgumentError, ValueError, …
-        raise ConfigurationError(f"invalid database URL {mask_url(url)}: {exc}") from None
-    driver = _DRIVERS.get(parsed.drivername)
-    if driver is None:
-        raise ConfigurationError(
-            f"unsupported database URL scheme {parsed.drivername!r} in {mask_url(url)}; "
-            "use sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db"
-        )
-    return parsed.set(drivername=driver)
-
-
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    # The driver's own implicit BEGIN is turned off; ``_sqlite_on_begin`` emits ours.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        # In WAL mode NORMAL loses no data on an application crash, only on power loss.
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-    finally:
-        cursor.close()
-
-
-def _sqlite_on_begin(conn: Any) -> None:
-    conn.exec_driver_sql(conn.get_execution_options().get(_BEGIN_OPTION, "BEGIN"))
 
 
 class Store:
@@ -127,30 +78,11 @@ class Store:
     """
 
     def __init__(self, url: str, *, schema: str | None = None, echo: bool = False) -> None:
-        self._url = _async_url(url)
-        self.url = mask_url(self._url.render_as_string(hide_password=False))
-        self.dialect = self._url.get_backend_name()
+        parsed = async_url(url)
+        self.url = masked(parsed.render_as_string(hide_password=False))
+        self.dialect = parsed.get_backend_name()
         self.schema = schema
-        kwargs: dict[str, Any] = {"echo": echo}
-        if self.dialect == "sqlite":
-            if schema is not None:
-                raise ConfigurationError("schema= is for PostgreSQL; SQLite has one schema")
-            database = self._url.database or ""
-            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
-            if database in ("", ":memory:"):
-                kwargs["poolclass"] = StaticPool  # one connection, or each sees its own DB
-            else:
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        else:
-            kwargs["pool_pre_ping"] = True
-            if schema is not None:
-                kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
-        self._engine: AsyncEngine = create_async_engine(self._url, **kwargs)
-        self._writer = self._engine
-        if self.dialect == "sqlite":
-            event.listen(self._engine.sync_engine, "connect", _sqlite_on_connect)
-            event.listen(self._engine.sync_engine, "begin", _sqlite_on_begin)
-            self._writer = self._engine.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
+        self._engine, self._writer = create_engines(parsed, schema=schema, echo=echo)
         self._ready = False
 
     @classmethod
