@@ -13,10 +13,11 @@ limits), ``commands``/``scripts``/``keys`` (script calls), ``job`` (processor co
 from __future__ import annotations
 
 from .errors import DelayedError, JobControl, JobLockLostError, RateLimited, UnrecoverableError
+from .executors import Processor, ProcessorRouter
 from .job import Job
 from .metrics import Metrics, get_metrics
 from .options import WorkerOptions
-from .worker import Processor, ProcessorRouter, Worker
+from .worker import Worker
 
 __all__ = [
     "DelayedError",

@@ -28,12 +28,23 @@ import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 if TYPE_CHECKING:
     from .job import Job
 
 log = logging.getLogger(__name__)
+
+Processor: TypeAlias = "Callable[[Job], Any]"
+
+
+@runtime_checkable
+class ProcessorRouter(Protocol):
+    """Picks the processor of each job (e.g. by job name); see ``workers.py``."""
+
+    def resolve(self, job: Job) -> Callable[..., Any]:
+        """Return the processor for ``job``; raise ``UnrecoverableError`` if none."""
+        ...
 
 
 def is_async_callable(fn: Any) -> bool:

@@ -24,48 +24,36 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 import os
 import re
 import socket
-import traceback
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import Any
 
 from ..config import Settings, load_settings, mask_url
 from ..connection import AnyRedis, check_server, create_redis, resolve_redis_url
 from ..errors import RedisUnavailableError
 from ..queues import RateLimit
-from .backoff import BackoffStrategy, compute_delay
-from .commands import NOTHING, NextJob, QueueCommands
-from .errors import DelayedError, JobLockLostError, RateLimited, UnrecoverableError
+from .backoff import BackoffStrategy
+from .commands import NextJob, QueueCommands
+from .errors import UnrecoverableError
 from .events import Hook, Hooks
-from .executors import ProcessorExecutor, is_async_callable
+from .executors import Processor, ProcessorExecutor, ProcessorRouter, is_async_callable
 from .fetcher import Fetcher
 from .health import Health, is_connection_error
 from .job import Job
 from .keys import QueueKeys
+from .maintenance import LockKeeper
 from .options import WorkerOptions
+from .outcomes import Outcomes
 from .scheduler import SchedulerBridge
 
 log = logging.getLogger(__name__)
 
-Processor: TypeAlias = Callable[[Job], Any]
-_LOST = object()  # a finishing call that could not be recorded (lock lost / gave up)
 _ERROR_PAUSE_S = 1.0
 _RELEASE_TIMEOUT_S = 5.0
 _NAME_RE = re.compile(r"[^A-Za-z0-9._:@-]")
-
-
-@runtime_checkable
-class ProcessorRouter(Protocol):
-    """Picks the processor of each job (e.g. by job name); see ``workers.py``."""
-
-    def resolve(self, job: Job) -> Callable[..., Any]:
-        """Return the processor for ``job``; raise ``UnrecoverableError`` if none."""
-        ...
 
 
 def _default_name() -> str:
@@ -162,12 +150,11 @@ class Worker:
         self._scheduler: SchedulerBridge | None = None
         self._slots: list[asyncio.Task[None]] = []
         self._background: list[asyncio.Task[None]] = []
-        self._locks: dict[str, str] = {}  # job id → token: renewed by the lock loop
+        self._locks: LockKeeper | None = None
+        self._outcomes: Outcomes | None = None
         self._inflight: dict[str, str] = {}  # job id → token: active in Redis, ours
         self._close_task: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
-        self.processed = 0
-        self.failed = 0
 
     @classmethod
     def from_options(
@@ -289,7 +276,8 @@ class Worker:
         return self._commands
 
     def _release_lock(self, job_id: str) -> None:
-        self._locks.pop(job_id, None)
+        if self._locks is not None:
+            self._locks.release(job_id)
 
     async def _emit(self, event: str, *args: Any) -> None:
         if self._hooks.has(event):
@@ -320,11 +308,22 @@ class Worker:
             client, self.keys, lock_duration_ms=self.options.lock_duration_ms,
             limiter=self.options.limiter_opts(), worker_name=self.name,
             metrics_max_data_points=self.options.metrics_max_data_points)
-        self._fetcher = Fetcher(
+        fetcher = self._fetcher = Fetcher(
             self._commands, self._bclient, drain_delay_ms=self.options.drain_delay_ms,
             closing=self._closing, on_drained=self._on_drained,
             double_timeout=self.server_version >= (6, 0, 0))
         self._scheduler = SchedulerBridge(client, self.settings.key_prefix, self.queue)
+        self._locks = LockKeeper(
+            self.queue, self._commands, self._health, self._emit,
+            lock_duration_ms=self.options.lock_duration_ms,
+            stalled_interval_ms=self.options.stalled_interval_ms,
+            max_stalled_count=self.options.max_stalled_count,
+            on_stalled=lambda job_id: fetcher.note_unknown())
+        self._outcomes = Outcomes(
+            queue=self.queue, commands=self._commands, fetcher=self._fetcher,
+            health=self._health, emit=self._emit, inflight=self._inflight,
+            closing=self._closing, backoff_strategy=self.options.backoff_strategy,
+            make_job=self._make_job)
         return not self._closing.is_set()
 
     def _spawn_tasks(self) -> None:
@@ -333,7 +332,9 @@ class Worker:
             task = loop.create_task(self._slot(index), name=f"nlq-{self.queue}-slot{index}")
             task.add_done_callback(self._log_task_failure)
             self._slots.append(task)
-        for coro, label in ((self._renew_locks(), "locks"), (self._check_stalled(), "stalled")):
+        assert self._locks is not None
+        for coro, label in ((self._locks.renew_forever(self._aborting), "locks"),
+                            (self._locks.check_stalled_forever(self._closing), "stalled")):
             task = loop.create_task(coro, name=f"nlq-{self.queue}-{label}")
             task.add_done_callback(self._log_task_failure)
             self._background.append(task)
@@ -387,10 +388,12 @@ class Worker:
 
     async def _process(self, job: Job, packed: bytes) -> Job | None:
         """Run ``job`` and record its outcome; returns the next job if one was fetched."""
+        locks, outcomes = self._locks, self._outcomes
+        assert locks is not None
+        assert outcomes is not None
         self._inflight[job.id] = job.token
-        self._locks[job.id] = job.token
-        if self._hooks.has("active"):
-            await self._hooks.emit("active", job)
+        locks.track(job.id, job.token)
+        await self._emit("active", job)
         if job.repeat_job_key:
             await self._schedule_next(job)
         try:
@@ -403,10 +406,10 @@ class Worker:
                 fn = self._processor
             result = await self._executor.run(fn, job)
         except Exception as exc:
-            self._locks.pop(job.id, None)
-            return await self._on_failure(job, exc, packed)
-        self._locks.pop(job.id, None)
-        return await self._on_success(job, result, packed)
+            locks.release(job.id)
+            return await outcomes.failed(job, exc, packed)
+        locks.release(job.id)
+        return await outcomes.completed(job, result, packed)
 
     async def _schedule_next(self, job: Job) -> None:
         assert self._scheduler is not None
@@ -423,201 +426,6 @@ class Worker:
                               "(scheduler %r)", self.queue, job.id, job.repeat_job_key)
                 await self._emit("error", exc)
                 return
-
-    async def _on_success(self, job: Job, result: Any, packed: bytes) -> Job | None:
-        try:
-            value = json.dumps(result, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            error = TypeError(f"the return value of job {job.id} is not JSON-serialisable: {exc}")
-            return await self._on_failure(job, error, packed)
-        fetch = not self._closing.is_set()
-        nxt = await self._record(job, "completing", lambda: self._commands_or_raise()
-                                 .move_to_finished(job.id, job.opts, "completed", value,
-                                                   job.token, fetch_next=fetch))
-        if nxt is _LOST:
-            return None
-        job.attempts_made += 1
-        self.processed += 1
-        if self._hooks.has("completed"):
-            await self._hooks.emit("completed", job, result)
-        return await self._next_from(nxt, job.token, fetch)
-
-    async def _on_failure(self, job: Job, exc: Exception, packed: bytes) -> Job | None:
-        commands = self._commands_or_raise()
-        fetcher = self._fetcher
-        assert fetcher is not None
-        if isinstance(exc, RateLimited):
-            return await self._on_rate_limited(job, exc)
-        if isinstance(exc, DelayedError):
-            self._inflight.pop(job.id, None)
-            if not job._released:
-                log.warning("queue %s: job %s raised DelayedError without move_to_delayed(); "
-                            "it stays active until its lock expires", self.queue, job.id)
-            fetcher.note_unknown()
-            return None
-        reason = str(exc) or type(exc).__name__
-        stack = job.stacktrace()
-        stack.append("".join(traceback.format_exception(exc)))
-        limit = job.opts.get("stackTraceLimit")
-        if isinstance(limit, int):
-            stack = stack[-limit:] if limit > 0 else []
-        fields = {"failedReason": reason, "stacktrace": json.dumps(stack)}
-        fetch = not self._closing.is_set()
-        delay: int | None = -1
-        if not isinstance(exc, UnrecoverableError) and job.attempt < job.max_attempts:
-            try:
-                delay = await compute_delay(job.opts.get("backoff"), job.attempts_made + 1,
-                                            exc, job, self.options.backoff_strategy)
-            except Exception as backoff_error:
-                log.exception("queue %s: backoff of job %s failed; failing the job",
-                              self.queue, job.id)
-                fields["failedReason"] = reason = f"{reason} (backoff failed: {backoff_error})"
-        nxt: Any
-        if delay == -1:
-            nxt = await self._record(job, "failing", lambda: commands.move_to_finished(
-                job.id, job.opts, "failed", reason, job.token, fetch_next=fetch, fields=fields))
-        elif delay:
-            nxt = await self._record(job, "delaying", lambda: commands.move_to_delayed(
-                job.id, job.token, delay or 0, skip_attempt=False, fields=fields,
-                packed_fetch_opts=packed if fetch else None))
-        else:
-            nxt = await self._record(job, "retrying", lambda: commands.retry_job(
-                job.id, job.token, lifo=bool(job.opts.get("lifo")), fields=fields))
-        if nxt is _LOST:
-            return None
-        job.attempts_made += 1
-        job.failed_reason = reason
-        self.failed += 1
-        if delay == -1:
-            log.warning("queue %s: job %s (%s) failed after %d attempt(s): %s", self.queue,
-                        job.id, job.name, job.attempts_made, reason)
-        else:
-            log.info("queue %s: job %s (%s) attempt %d/%d failed, retrying in %d ms: %s",
-                     self.queue, job.id, job.name, job.attempts_made, job.max_attempts,
-                     delay or 0, reason)
-        if self._hooks.has("failed"):
-            await self._hooks.emit("failed", job, exc)
-        if delay == -1:
-            return await self._next_from(nxt, job.token, fetch)
-        if isinstance(nxt, NextJob) and nxt.raw is not None:
-            return await self._next_from(nxt, job.token, fetch)
-        fetcher.note_unknown()
-        return None
-
-    async def _on_rate_limited(self, job: Job, exc: RateLimited) -> Job | None:
-        commands = self._commands_or_raise()
-        assert self._fetcher is not None
-        ms = exc.ms
-
-        async def limit_and_requeue() -> int:
-            if ms:
-                await commands.set_rate_limit(ms)
-            return await commands.move_to_wait(job.id, job.token)
-
-        pttl = await self._record(job, "requeueing", limit_and_requeue)
-        if pttl is _LOST:
-            return None
-        ttl = int(pttl) if int(pttl) > 0 else (exc.ms or 0)
-        self._fetcher.rate_limited(ttl)
-        self._fetcher.note_unknown()
-        log.info("queue %s: job %s hit a rate limit; queue paused for %d ms, job back in "
-                 "wait", self.queue, job.id, ttl)
-        return None
-
-    async def _record(self, job: Job, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
-        """Run a state-changing call for ``job``, waiting out Redis outages.
-
-        Returns the call's result, or ``_LOST`` when the job is no longer ours (lock
-        lost) or the worker is aborting while Redis is down — the job then stays active
-        and is recovered as stalled. Either way the job stops being in flight.
-        """
-        assert self._health is not None
-        try:
-            while True:
-                try:
-                    return await call()
-                except JobLockLostError as exc:
-                    log.warning("queue %s: %s; the outcome of this attempt is dropped",
-                                self.queue, exc)
-                    await self._emit("error", exc)
-                    return _LOST
-                except Exception as exc:
-                    if is_connection_error(exc):
-                        if await self._health.wait_up(exc, f"{what} job {job.id}"):
-                            continue
-                        log.warning("queue %s: gave up %s job %s while Redis is down; it "
-                                    "will be recovered as stalled", self.queue, what, job.id)
-                        return _LOST
-                    log.exception("queue %s: %s job %s failed", self.queue, what, job.id)
-                    await self._emit("error", exc)
-                    return _LOST
-        finally:
-            self._inflight.pop(job.id, None)
-
-    async def _next_from(self, nxt: Any, token: str, fetched: bool) -> Job | None:
-        if not fetched or self._fetcher is None:
-            return None
-        if not isinstance(nxt, NextJob):
-            nxt = NOTHING
-        if self._fetcher.note(nxt):
-            await self._emit("drained")
-        return self._make_job(nxt, token) if nxt.raw is not None else None
-
-    # --- background loops ------------------------------------------------------------------
-    async def _renew_locks(self) -> None:
-        """Renew every running job's lock in one ``extendLocks`` call, each half lock."""
-        commands, health = self._commands, self._health
-        assert commands is not None
-        assert health is not None
-        interval = self.options.lock_duration_ms / 2000
-        while not self._aborting.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._aborting.wait(), interval)
-            if self._aborting.is_set() or not self._locks:
-                continue
-            ids = list(self._locks)
-            tokens = [self._locks[i] for i in ids]
-            try:
-                lost = await commands.extend_locks(ids, tokens)
-            except Exception as exc:
-                if is_connection_error(exc):
-                    health.report(exc, "renewing locks")
-                else:
-                    log.exception("queue %s: renewing %d lock(s) failed", self.queue, len(ids))
-                    await self._emit("error", exc)
-                continue
-            for job_id in lost:
-                if self._locks.pop(job_id, None) is not None:
-                    error = JobLockLostError(self.queue, job_id, -2, "extendLocks")
-                    log.warning("queue %s: could not renew the lock of job %s; another worker "
-                                "may process it again", self.queue, job_id)
-                    await self._emit("error", error)
-
-    async def _check_stalled(self) -> None:
-        """Move stalled jobs back to wait every ``stalled_interval_ms`` (starts at once)."""
-        commands, health = self._commands, self._health
-        assert commands is not None
-        assert health is not None
-        interval = self.options.stalled_interval_ms / 1000
-        while not self._closing.is_set():
-            try:
-                stalled = await commands.move_stalled_jobs_to_wait(
-                    self.options.max_stalled_count, self.options.stalled_interval_ms)
-            except Exception as exc:
-                stalled = []
-                if is_connection_error(exc):
-                    health.report(exc, "checking stalled jobs")
-                else:
-                    log.exception("queue %s: stalled-job check failed", self.queue)
-                    await self._emit("error", exc)
-            for job_id in stalled:
-                log.warning("queue %s: job %s stalled (its worker stopped renewing the lock); "
-                            "moved back to wait", self.queue, job_id)
-                if self._fetcher is not None:
-                    self._fetcher.note_unknown()
-                await self._emit("stalled", job_id)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), interval)
 
     # --- shutdown --------------------------------------------------------------------------
     async def _do_close(self, grace_s: float, requeue: bool) -> None:
@@ -653,10 +461,21 @@ class Worker:
             log.info("worker %s of queue %s closed (%d completed, %d failed attempts)",
                      self.name, self.queue, self.processed, self.failed)
 
+    @property
+    def processed(self) -> int:
+        """Jobs this worker completed."""
+        return self._outcomes.completed_count if self._outcomes is not None else 0
+
+    @property
+    def failed(self) -> int:
+        """Failed attempts recorded by this worker (retried or final)."""
+        return self._outcomes.failed_count if self._outcomes is not None else 0
+
     async def _release_leftovers(self, requeue: bool) -> None:
         leftovers = dict(self._inflight)
         self._inflight.clear()
-        self._locks.clear()
+        if self._locks is not None:
+            self._locks.locks.clear()
         if not leftovers:
             return
         if not requeue or self._commands is None:
