@@ -144,6 +144,10 @@ class Settings(BaseSettings):
         default=5, description="Consecutive transient SMTP failures that open the circuit")
     smtp_breaker_cooldown_ms: PositiveInt = 30_000
     unsubscribe_base_url: str = "http://127.0.0.1:8000/unsubscribe"
+    dev_smtp_port: int = Field(
+        default=2525, ge=0, le=65535, description="Port of the dev SMTP sink (0: any free)")
+    shutdown_timeout_s: float = Field(
+        default=30.0, gt=0, description="Grace period for active jobs on shutdown")
     mail_from: str = "Newsletter <newsletter@localhost>"
     emails_per_second: PositiveInt = 2000
     emails_per_second_per_tenant: PositiveInt = 500

@@ -12,7 +12,7 @@ inspectable for a while, and Redis memory stays bounded however many jobs run.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
@@ -82,6 +82,12 @@ class QueueConfig(BaseModel):
     backoff: Backoff = Backoff()
     remove_on_complete: Retention = Retention(age_s=24 * 3600, count=1000)
     remove_on_fail: Retention = Retention(age_s=7 * 24 * 3600, count=5000)
+    # Worker locks: a job whose worker stops renewing its lock for lock_duration_ms is
+    # found by the next stalled check (every stalled_interval_ms) and run again, at most
+    # max_stalled_count times before it fails.
+    lock_duration_ms: PositiveInt = 30_000
+    stalled_interval_ms: PositiveInt = 30_000
+    max_stalled_count: Annotated[int, Field(ge=0)] = 1
 
     def default_job_options(self) -> dict[str, Any]:
         """BullMQ ``defaultJobOptions`` (camelCase, as stored in Redis)."""

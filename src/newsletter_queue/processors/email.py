@@ -91,6 +91,8 @@ class BatchResult:
     skipped: int = 0
     deferred: int = 0
     reclaimed: int = 0
+    busy: int = 0
+    busy_ms: int = 0
     last_transient: str = ""
     errors: list[str] = field(default_factory=list)
 
@@ -138,6 +140,8 @@ class EmailProcessor:
             redis, settings.key_prefix, global_rate=settings.emails_per_second,
             tenant_rate=settings.emails_per_second_per_tenant)
         self.chunk_size = max(1, min(chunk_size, settings.emails_per_second_per_tenant))
+        # A claim lives as long as the job's lock: if the worker dies, both expire.
+        self.claim_ttl_ms = settings.queue_config("email").lock_duration_ms
         self._compiled: dict[tuple[str, str], CompiledCampaign] = {}
 
     # --- the processor -----------------------------------------------------------------
@@ -152,7 +156,7 @@ class EmailProcessor:
             raise RateLimited(max(decision.retry_after_ms, 1))
 
         ledger = CampaignLedger(self.redis, self.settings.key_prefix, data.tenant_id,
-                                data.campaign_id)
+                                data.campaign_id, claim_ttl_ms=self.claim_ttl_ms)
         token = f"{job.id}:{job.attempts_made}:{uuid.uuid4().hex[:8]}"
         result = BatchResult()
         recipients = data.recipients
@@ -167,6 +171,10 @@ class EmailProcessor:
             if opened_ms:
                 raise RateLimited(opened_ms)
 
+        if result.deferred == 0 and result.busy:
+            await job.move_to_delayed(int(time.time() * 1000) + result.busy_ms + 50)
+            raise DelayedError(f"{result.busy} recipients are claimed by another attempt; "
+                               f"resuming in {result.busy_ms} ms")
         if result.deferred:
             raise TransientSendError(
                 f"{result.deferred} of {total} recipients deferred (will retry): "
@@ -224,12 +232,14 @@ class EmailProcessor:
         attempt = job.attempts_made + 1
         to_send: list[Recipient] = []
         deliveries: list[Delivery] = []
-        for recipient, claim in zip(chunk, claims, strict=True):
+        for recipient, (claim, busy_ms) in zip(chunk, claims, strict=True):
             if claim is Claim.DONE:
                 result.skipped += 1
             elif claim is Claim.BUSY:
-                result.deferred += 1
-                result.last_transient = "another attempt is sending to this recipient"
+                # Claimed by an attempt that may have died mid-send: come back when its
+                # claim expires, without using an attempt of this job.
+                result.busy += 1
+                result.busy_ms = max(result.busy_ms, busy_ms)
             else:
                 if claim is Claim.RECLAIMED:
                     result.reclaimed += 1

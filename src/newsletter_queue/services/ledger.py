@@ -66,7 +66,8 @@ for i = 5, #ARGV do
       redis.call('HINCRBY', KEYS[2], 'reclaimed', 1)
       out[#out + 1] = 2
     else
-      out[#out + 1] = 3
+      -- busy: report how long the other claim still lives (as a negative number)
+      out[#out + 1] = -math.max(tonumber(until_ms or now) - now, 1)
     end
   end
 end
@@ -107,7 +108,7 @@ class Claim(IntEnum):
     DONE = 0  # already sent or bounced: skip
     CLAIMED = 1  # ours to send
     RECLAIMED = 2  # a dead attempt's claim expired: ours, and possibly a re-send
-    BUSY = 3  # another live attempt is sending it: try later
+    BUSY = 3  # another live attempt is sending it: try later (see ``busy_ms``)
 
 
 @dataclass(frozen=True)
@@ -132,13 +133,18 @@ class CampaignLedger:
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
 
-    async def claim(self, token: str, emails: Sequence[str]) -> list[Claim]:
+    async def claim(self, token: str, emails: Sequence[str]) -> list[tuple[Claim, int]]:
+        """Claim ``emails`` for the attempt ``token``.
+
+        Returns one ``(Claim, busy_ms)`` per address; ``busy_ms`` is how long another
+        attempt's claim still lives (0 unless ``Claim.BUSY``).
+        """
         if not emails:
             return []
         res = cast(list[int], await self._claim(
             keys=[self.key, self.meta_key],
             args=[_now_ms(), token, self.claim_ttl_ms, self.ttl_s, *emails]))
-        return [Claim(int(x)) for x in res]
+        return [(Claim.BUSY, -int(x)) if int(x) < 0 else (Claim(int(x)), 0) for x in res]
 
     async def mark_sent(self, email: str) -> None:
         """Record that the SMTP server accepted the message (call it at once)."""

@@ -1,0 +1,309 @@
+"""Wiring: the services a worker process needs, the processor registry, the whole system.
+
+``WorkerServices`` opens everything the processors use in one process — the Redis
+client, the records store, the SMTP pool (or the dev sink), the AI provider, the circuit
+breakers — and builds the ``ProcessorRegistry`` that maps job names to processors. It
+also provides the worker hooks that keep the books: failed-for-good jobs become dead
+letters, a campaign batch that fails for good still counts towards completion.
+
+``run_system`` is what ``newsletter-queue up`` runs: Redis (embedded if needed), the dev
+SMTP sink, the database, every queue's workers and the dev API with its dashboard, in
+one process, until Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from .config import Settings
+from .connection import AnyRedis, connect
+from .engine import Job, UnrecoverableError, Worker
+from .manager import QueueManager
+from .processors.ai import build_ai_processors
+from .processors.analytics import build_analytics_processors
+from .processors.email import Delivery, EmailProcessor
+from .queues import (
+    ANALYTICS_CAMPAIGN_COMPLETE,
+    EMAIL_SEND_BATCH,
+    QueueName,
+)
+from .services.ai import AIProvider, provider_from_settings
+from .services.circuit import CircuitBreaker
+from .services.render import Content
+from .services.sink import SmtpSink
+from .services.smtp import SmtpPool
+from .services.store import CampaignRecord, DeadLetterRecord, DeliveryRecord, Store
+from .workers import ProcessorRegistry, start_workers, stop_workers
+
+log = logging.getLogger(__name__)
+
+EMAILS_COUNTER = "monitor:emails"
+
+
+class StoreCampaigns:
+    """The email processor's ``CampaignSource`` over the records store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def get_content(self, tenant_id: str, campaign_id: str) -> Content | None:
+        record = await self.store.get_campaign(tenant_id, campaign_id)
+        if record is None:
+            return None
+        return Content(subject=record.subject, html=record.html, text=record.text,
+                       from_addr=record.from_addr, reply_to=record.reply_to,
+                       headers=dict(record.headers))
+
+
+class StoreDeliveries:
+    """The email processor's ``DeliveryRecorder``: the store, plus Redis counters for
+    the monitor and ``/metrics``."""
+
+    def __init__(self, store: Store, redis: AnyRedis, key_prefix: str) -> None:
+        self.store = store
+        self.redis = redis
+        self.counter_key = f"{key_prefix}:{EMAILS_COUNTER}"
+
+    async def record(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        await self.store.record_deliveries([
+            DeliveryRecord(tenant_id=d.tenant_id, campaign_id=d.campaign_id, email=d.email,
+                           status=d.status, attempt=d.attempt,  # type: ignore[arg-type]
+                           message_id=d.message_id, smtp_code=d.smtp_code,
+                           smtp_response=d.smtp_response)
+            for d in deliveries])
+        tally: dict[str, int] = {}
+        for d in deliveries:
+            tally[d.status] = tally.get(d.status, 0) + 1
+        pipe = self.redis.pipeline(transaction=False)
+        for status, n in tally.items():
+            pipe.hincrby(self.counter_key, status, n)
+        await pipe.execute()
+
+
+def is_final_failure(job: Job, error: BaseException) -> bool:
+    """Whether this failed attempt was the job's last (it will not be retried)."""
+    return isinstance(error, UnrecoverableError) or job.attempts_made >= job.max_attempts
+
+
+class WorkerServices:
+    """Everything the processors of one worker process use. ``open`` then ``close``.
+
+    Args:
+        settings: the configuration.
+        smtp_url: where mail goes (``settings.smtp_url`` by default; ``run_system``
+            passes the dev sink's URL when none is configured).
+    """
+
+    def __init__(self, settings: Settings, *, smtp_url: str | None = None) -> None:
+        self.settings = settings
+        self.smtp_url = smtp_url or (
+            settings.smtp_url.get_secret_value() if settings.smtp_url else None)
+        self.redis: AnyRedis | None = None
+        self.store: Store | None = None
+        self.pool: SmtpPool | None = None
+        self.provider: AIProvider | None = None
+        self.manager: QueueManager | None = None
+        self.email: EmailProcessor | None = None
+
+    async def open(self) -> WorkerServices:
+        s = self.settings
+        self.redis = await connect(s, client_name=f"{s.key_prefix}:services")
+        self.store = Store.from_settings(s)
+        await self.store.init()
+        self.manager = QueueManager(s)
+        await self.manager.connect()
+        self.provider = provider_from_settings(s)
+        if self.smtp_url is not None:
+            self.pool = SmtpPool(self.smtp_url, size=s.smtp_pool_size, timeout=s.smtp_timeout_s)
+        return self
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+        if self.provider is not None:
+            closer = getattr(self.provider, "aclose", None)
+            if closer is not None:
+                await closer()
+        if self.manager is not None:
+            await self.manager.close()
+        if self.store is not None:
+            await self.store.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def _enqueue_campaign_complete(self, tenant_id: str, campaign_id: str) -> None:
+        assert self.manager is not None
+        await self.manager.schedule_analytics_job(
+            ANALYTICS_CAMPAIGN_COMPLETE,
+            {"campaignId": campaign_id, "tenantId": tenant_id,
+             "eventType": ANALYTICS_CAMPAIGN_COMPLETE},
+            {"job_id": f"campaign-complete-{tenant_id}-{campaign_id}"})
+
+    def registry(self) -> ProcessorRegistry:
+        """The processors of every queue, by job name."""
+        assert self.redis is not None
+        assert self.store is not None
+        assert self.provider is not None
+        s = self.settings
+        registry = ProcessorRegistry()
+        if self.pool is not None:
+            self.email = EmailProcessor(
+                s, self.redis, self.pool, StoreCampaigns(self.store),
+                deliveries=StoreDeliveries(self.store, self.redis, s.key_prefix),
+                on_campaign_complete=self._enqueue_campaign_complete)
+            # Campaign batches and transactional mail go through the same processor;
+            # the names the seed's examples use are registered too.
+            for name in (EMAIL_SEND_BATCH, "send-newsletter", "welcome-email",
+                         "reminder-email", "transactional"):
+                registry.register(QueueName.EMAIL, name, self.email)
+        analytics = build_analytics_processors(self.store, limits=s.job_limits)
+        for name, analytics_fn in analytics.items():
+            registry.register(QueueName.ANALYTICS, name, analytics_fn)
+        breaker = CircuitBreaker(self.redis, s.key_prefix, "ai")
+        ai = build_ai_processors(self.provider, breaker, self.store, limits=s.job_limits)
+        for name, ai_fn in ai.items():
+            registry.register(QueueName.AI, name, ai_fn)
+        return registry
+
+    def attach_hooks(self, workers: Iterable[Worker]) -> None:
+        """Dead letters for failed-for-good jobs; campaign completion for email."""
+        for worker in workers:
+            worker.on("failed", self._on_failed)
+
+    async def _on_failed(self, job: Job, error: BaseException) -> None:
+        if not is_final_failure(job, error):
+            return
+        if self.store is not None:
+            await self.store.add_dead_letter(DeadLetterRecord(
+                queue=job.queue, job_id=str(job.id), job_name=job.name, data=job.data,
+                error=str(error) or type(error).__name__, stacktrace=job.stacktrace(),
+                attempts=job.attempts_made, failed_at=datetime.now(UTC)))
+        if job.queue == QueueName.EMAIL and self.email is not None:
+            await self.email.batch_failed_for_good(job)
+
+
+async def run_system(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    demo: bool = False,
+    queues: Sequence[str] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run Redis (embedded if needed), the dev SMTP sink, workers and the dev API."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    redis = await connect(settings, client_name=f"{settings.key_prefix}:system")
+    sink: SmtpSink | None = None
+    smtp_url = settings.smtp_url.get_secret_value() if settings.smtp_url else None
+    if smtp_url is None:
+        sink = await SmtpSink("127.0.0.1", settings.dev_smtp_port, redis=redis,
+                              key_prefix=settings.key_prefix).start()
+        smtp_url = sink.url
+        _say(f"dev SMTP sink on {sink.url} (captured mail is shown in the dashboard)")
+    services = await WorkerServices(settings, smtp_url=smtp_url).open()
+    server: Any = None
+    server_task: asyncio.Task[Any] | None = None
+    try:
+        workers = start_workers(queues, settings=settings, registry=services.registry())
+        services.attach_hooks(workers)
+        _say(f"workers running: {', '.join(f'{w.queue}×{w.options.concurrency}' for w in workers)}")
+        server, server_task = await _start_api(settings, services, host, port)
+        if server is not None:
+            _say(f"dashboard: http://{host}:{port}/dashboard   (API: /api/dev/queue, "
+                 "metrics: /metrics)")
+        if demo:
+            assert services.manager is not None
+            assert services.store is not None
+            count = await send_demo_campaign(services.manager, services.store)
+            _say(f"demo campaign queued: {count} recipients in batches of 50")
+        _say("press Ctrl-C to stop")
+        await stop.wait()
+    finally:
+        _say("stopping…")
+        if server is not None:
+            server.should_exit = True
+        if server_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server_task, 10)
+        await stop_workers(settings.shutdown_timeout_s)
+        await services.close()
+        if sink is not None:
+            await sink.stop()
+        await redis.aclose()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        _say("stopped.")
+
+
+async def _start_api(settings: Settings, services: WorkerServices, host: str, port: int
+                     ) -> tuple[Any, asyncio.Task[Any] | None]:
+    """Serve the dev API and dashboard with uvicorn on this event loop, if available."""
+    import uvicorn
+
+    api = importlib.import_module("newsletter_queue.api")
+    app = api.create_app(settings, manager=services.manager, store=services.store)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                            lifespan="on", access_log=False)
+    server = uvicorn.Server(config)
+    # Signals are ours (run_system stops everything in order), not uvicorn's.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    task = asyncio.create_task(server.serve(), name="nlq-api")
+    while not server.started:
+        if task.done():
+            task.result()  # raises the start-up error (port in use …)
+            raise RuntimeError(f"the dev API stopped during start-up on {host}:{port}")
+        await asyncio.sleep(0.02)
+    return server, task
+
+
+DEMO_CONTENT = CampaignRecord(
+    tenant_id="demo-tenant",
+    campaign_id="welcome-demo",
+    subject="Welcome to the newsletter, {{ name }}!",
+    html="<h1>Hello {{ name }}</h1><p>Your plan: <b>{{ personalizations.plan }}</b>.</p>"
+         "<p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a></p>",
+    text="Hello {{ name }}\nYour plan: {{ personalizations.plan }}\n"
+         "Unsubscribe: {{ unsubscribe_url }}\n",
+    from_addr="Demo Newsletter <news@demo.example>",
+)
+
+
+async def send_demo_campaign(manager: QueueManager, store: Store, recipients: int = 200
+                             ) -> int:
+    """Store a demo campaign and enqueue it (plus an AI job) — for ``up --demo``."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    campaign = dataclasses.replace(DEMO_CONTENT, campaign_id=f"welcome-demo-{stamp}")
+    await store.upsert_campaign(campaign)  # content first: batches may start at once
+    rows = [{"email": f"reader{i}@demo.example", "name": f"Reader {i}",
+             "personalizations": {"plan": "pro" if i % 3 else "free"}}
+            for i in range(recipients)]
+    await manager.schedule_batch_email_sending(campaign.campaign_id, campaign.tenant_id,
+                                               rows, 50)
+    await manager.schedule_ai_job("subject-optimization", {
+        "tenantId": campaign.tenant_id, "type": "subject-optimization",
+        "data": {"subjects": ["Welcome!", "FREE OFFER!!! ACT NOW",
+                              "{{ name }}, your first issue is here"]}})
+    return recipients
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"newsletter-queue: {message}\n")
+    sys.stderr.flush()
