@@ -49,6 +49,7 @@ class Received:
     path: str
     headers: dict[str, str]  # lower-case names
     body: Any
+    at: float = 0.0  # time.monotonic() when it arrived
 
     @property
     def authorization(self) -> str | None:
@@ -145,7 +146,8 @@ class FakeOpenAI:
         except ValueError:
             body = raw.decode(errors="replace")
         received = Received(request.method, request.url.path,
-                            {k.lower(): v for k, v in request.headers.items()}, body)
+                            {k.lower(): v for k, v in request.headers.items()}, body,
+                            time.monotonic())
         self.requests.append(received)
         self._arrived.set()
         return received
