@@ -10,14 +10,14 @@ drive the work and report progress.
   hour and the trend against the tenant's previous campaigns — and returns it.
 - ``daily-aggregation`` (a per-tenant job scheduler, or on demand): rolls up one UTC day
   of the tenant (``data.day``: ``YYYY-MM-DD``, ``"today"`` or ``"yesterday"``, the
-  default) into ``daily_tenant_stats``. The tenant's campaigns active that day are
-  counted in chunks of ``chunk_size`` so that a large tenant's job holds no long
-  transaction and reports progress (the percentage of campaigns counted) after each
-  chunk.
+  default) into ``daily_tenant_stats``; its ``campaignId`` is not used (the manager's
+  scheduler sends ``"all"``). The tenant's campaigns active that day are counted in
+  chunks of ``chunk_size`` so that a large tenant's job holds no long transaction and
+  reports progress (the percentage of campaigns counted) after each chunk.
 
-Bad job data fails the job as unrecoverable, naming the field. The engine's
-``UnrecoverableError`` is imported when it is first needed and jobs are typed by a small
-protocol, so this module imports without the engine package.
+Bad job data fails the job as unrecoverable (``UnrecoverableError``), naming the field.
+Jobs are typed by a small protocol (the engine's ``Job`` fits it), so tests and other
+callers can hand in any object with ``id``, ``name``, ``data`` and ``update_progress``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
 from ..config import JobLimits
+from ..engine.errors import UnrecoverableError
 from ..errors import FieldError, JobValidationError
 from ..jobs import AnalyticsJobData, validate_job
 from ..queues import ANALYTICS_CAMPAIGN_COMPLETE, ANALYTICS_DAILY_AGGREGATION
@@ -57,12 +58,7 @@ class AnalyticsJob(Protocol):
 AnalyticsProcessor = Callable[[AnalyticsJob], Awaitable[dict[str, Any]]]
 
 
-def _unrecoverable(exc: JobValidationError) -> Exception:
-    """The engine's ``UnrecoverableError`` for ``exc`` (``exc`` itself without engine)."""
-    try:
-        from ..engine.errors import UnrecoverableError
-    except ImportError:  # pragma: no cover - only without the engine package
-        return exc
+def _unrecoverable(exc: JobValidationError) -> UnrecoverableError:
     return UnrecoverableError(str(exc))
 
 
