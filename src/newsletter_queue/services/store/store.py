@@ -86,11 +86,13 @@ class Store:
         self._ready = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: Any) -> Store:
+    def from_settings(cls, settings: Settings, *, schema: str | None = None,
+                      echo: bool = False) -> Store:
         """``DATABASE_URL`` if set, else the SQLite file ``settings.sqlite_path()``."""
-        if settings.database_url is not None and settings.database_url.get_secret_value():
-            return cls(settings.database_url.get_secret_value(), **kwargs)
-        return cls(f"sqlite+aiosqlite:///{settings.sqlite_path()}", **kwargs)
+        url = settings.database_url.get_secret_value() if settings.database_url else ""
+        if not url:
+            url = f"sqlite+aiosqlite:///{settings.sqlite_path()}"
+        return cls(url, schema=schema, echo=echo)
 
     def __repr__(self) -> str:
         return f"<Store {self.url}>"
