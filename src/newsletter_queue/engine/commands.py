@@ -85,6 +85,8 @@ class QueueCommands:
         limiter: ``{"max": n, "duration": ms}`` or ``None``.
         worker_name: stored as the job's ``pb`` (processed by) field.
         metrics_max_data_points: enables BullMQ metrics (``maxMetricsSize``).
+        command_timeout_s: how long script replies may stall before the connection is
+            considered dead.
     """
 
     def __init__(
@@ -96,9 +98,10 @@ class QueueCommands:
         limiter: dict[str, int] | None,
         worker_name: str | None,
         metrics_max_data_points: int | None,
+        command_timeout_s: float = 10.0,
     ) -> None:
         self.client = client
-        self.lane = ScriptLane(client)
+        self.lane = ScriptLane(client, timeout_s=command_timeout_s)
         self.keys = keys
         self.lock_duration_ms = lock_duration_ms
         self.limiter = limiter

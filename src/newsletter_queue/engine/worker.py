@@ -307,7 +307,8 @@ class Worker:
         self._commands = QueueCommands(
             client, self.keys, lock_duration_ms=self.options.lock_duration_ms,
             limiter=self.options.limiter_opts(), worker_name=self.name,
-            metrics_max_data_points=self.options.metrics_max_data_points)
+            metrics_max_data_points=self.options.metrics_max_data_points,
+            command_timeout_s=self.settings.redis_command_timeout_s)
         fetcher = self._fetcher = Fetcher(
             self._commands, self._bclient, drain_delay_ms=self.options.drain_delay_ms,
             closing=self._closing, on_drained=self._on_drained,
