@@ -18,11 +18,11 @@ set on every message.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import re
 from dataclasses import dataclass, field
-from email.headerregistry import Address
-from email.message import EmailMessage
+from email.header import Header
 from email.utils import formataddr, formatdate, parseaddr
 from typing import Any
 from urllib.parse import urlencode
@@ -110,6 +110,14 @@ class CompiledCampaign:
                                "has no address")
         self.domain = self.envelope_from.rpartition("@")[2] or "localhost"
         self.unsubscribe_base_url = unsubscribe_base_url
+        self._from_header = _address_header(self.sender_header)
+        self._reply_to_header = _address_header(content.reply_to or "")
+        for name, value in [("from", self.sender_header), ("reply-to", content.reply_to or ""),
+                            *content.headers.items()]:
+            if any(c in f"{name}{value}" for c in "\r\n\0") or ":" in name:
+                raise ContentError(f"campaign {campaign_id!r}: header {name!r} contains a "
+                                   "line break or ':' (header injection refused)")
+        self._extra_headers = [(k, _encode_header(v)) for k, v in content.headers.items()]
         try:
             self._subject: Template = _PLAIN_ENV.from_string(content.subject)
             self._html: Template | None = (
@@ -147,29 +155,68 @@ class CompiledCampaign:
         if "\r" in subject or "\n" in subject:
             raise RenderError(f"rendered subject for {recipient.email} contains a line "
                               "break (header injection refused)")
+        for label, raw in (("name", recipient.name or ""), ("email", recipient.email)):
+            if "\r" in raw or "\n" in raw:
+                raise RenderError(f"recipient {label} contains a line break (header "
+                                  "injection refused)")
         mid = message_id(self.tenant_id, self.campaign_id, recipient.email, self.domain)
-        msg = EmailMessage()
-        try:
-            msg["From"] = self.sender_header
-            msg["To"] = (formataddr((recipient.name, recipient.email)) if recipient.name
-                         else Address(addr_spec=recipient.email))
-            msg["Subject"] = subject
-            msg["Date"] = formatdate(localtime=False, usegmt=True)
-            msg["Message-ID"] = mid
-            if self.content.reply_to:
-                msg["Reply-To"] = self.content.reply_to
-            msg["List-Unsubscribe"] = (
-                f"<{unsubscribe}>, <mailto:unsubscribe@{self.domain}"
-                f"?subject=unsubscribe-{self.campaign_id}>")
-            msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-            msg["X-Campaign-ID"] = self.campaign_id
-            msg["X-Tenant-ID"] = self.tenant_id
-            for name, value in self.content.headers.items():
-                msg[name] = value
-            msg.set_content(text)
-            if html is not None:
-                msg.add_alternative(html, subtype="html")
-            return mid, msg.as_bytes()
-        except (ValueError, TypeError, IndexError) as exc:
-            raise RenderError(f"cannot build the message for {recipient.email}: "
-                              f"{exc}") from None
+        to = formataddr((recipient.name, recipient.email), charset="utf-8") \
+            if recipient.name else recipient.email
+        headers = [
+            ("From", self._from_header),
+            ("To", to),
+            ("Subject", _encode_header(subject)),
+            ("Date", formatdate(localtime=False, usegmt=True)),
+            ("Message-ID", mid),
+            ("MIME-Version", "1.0"),
+        ]
+        if self.content.reply_to:
+            headers.append(("Reply-To", self._reply_to_header))
+        headers += [
+            ("List-Unsubscribe", f"<{unsubscribe}>, <mailto:unsubscribe@{self.domain}"
+                                 f"?subject=unsubscribe-{self.campaign_id}>"),
+            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            ("X-Campaign-ID", self.campaign_id),
+            ("X-Tenant-ID", self.tenant_id),
+            *self._extra_headers,
+        ]
+        return mid, _assemble(headers, text, html, mid)
+
+
+def _encode_header(value: str) -> str:
+    """RFC 2047 encoded word(s) for non-ASCII header text."""
+    if value.isascii():
+        return value
+    return Header(value, "utf-8").encode(linesep="\r\n")
+
+
+def _address_header(value: str) -> str:
+    name, address = parseaddr(value)
+    return formataddr((name, address), charset="utf-8") if name else address
+
+
+def _part(subtype: str, body: str) -> bytes:
+    encoded = binascii.b2a_qp(body.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+    return (f"Content-Type: text/{subtype}; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\n").encode() + encoded
+
+
+def _assemble(headers: list[tuple[str, str]], text: str, html: str | None, mid: str
+              ) -> bytes:
+    """The MIME message as bytes, written directly.
+
+    ``email.message.EmailMessage`` re-parses every header it is given and took two
+    thirds of the time of sending a message; our headers are built and checked here,
+    so a plain writer (quoted-printable bodies, RFC 2047 headers) does the job.
+    """
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    if html is None:
+        return head.encode() + _part("plain", text)
+    boundary = "=_nlq_" + hashlib.sha1(mid.encode(), usedforsecurity=False).hexdigest()
+    return b"".join([
+        head.encode(),
+        f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode(),
+        f"--{boundary}\r\n".encode(), _part("plain", text), b"\r\n",
+        f"--{boundary}\r\n".encode(), _part("html", html), b"\r\n",
+        f"--{boundary}--\r\n".encode(),
+    ])

@@ -27,8 +27,9 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from email import policy
+from email.header import decode_header, make_header
 from email.parser import BytesParser
+from email.policy import compat32
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,9 @@ class SinkHandler:
         self._redis = redis
         self._redis_key = redis_key
         self._arrived = asyncio.Condition()
-        self._parser = BytesParser(policy=policy.default)
+        # compat32 parsing is several times faster than the modern policy, and a sink
+        # that counts tens of thousands of messages a minute must not be the bottleneck.
+        self._parser = BytesParser(policy=compat32)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str,
@@ -126,9 +129,9 @@ class SinkHandler:
             received_at=time.time(),
             mail_from=str(envelope.mail_from or ""),
             rcpt_tos=[str(r).lower() for r in envelope.rcpt_tos],
-            subject=str(message.get("Subject", "")),
+            subject=_decoded(message.get("Subject", "")),
             message_id=str(message.get("Message-ID", "")),
-            headers={k: str(v) for k, v in message.items()},
+            headers={k: _decoded(v) for k, v in message.items()},
             text=text[:_PREVIEW_CHARS],
             html=html[:_PREVIEW_CHARS],
         )
@@ -163,17 +166,33 @@ class SinkHandler:
         return [e for e in expected if self.counts.get(e.lower(), 0) == 0]
 
 
-def _bodies(message: Any) -> tuple[str, str]:
-    text = html = ""
+def _decoded(value: Any) -> str:
+    """A header as text (RFC 2047 encoded words decoded)."""
     try:
-        part = message.get_body(preferencelist=("plain",))
-        if part is not None:
-            text = part.get_content()
-        part = message.get_body(preferencelist=("html",))
-        if part is not None:
-            html = part.get_content()
-    except (KeyError, LookupError, ValueError):
-        log.debug("unparseable body in captured message", exc_info=True)
+        return str(make_header(decode_header(str(value))))
+    except (ValueError, LookupError):
+        return str(value)
+
+
+def _bodies(message: Any) -> tuple[str, str]:
+    """The text and HTML parts of a (compat32) message."""
+    text = html = ""
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        kind = part.get_content_type()
+        if kind not in ("text/plain", "text/html"):
+            continue
+        payload = part.get_payload(decode=True) or b""
+        charset = part.get_content_charset() or "utf-8"
+        try:
+            decoded = payload.decode(charset, errors="replace")
+        except LookupError:
+            decoded = payload.decode("utf-8", errors="replace")
+        if kind == "text/plain" and not text:
+            text = decoded
+        elif kind == "text/html" and not html:
+            html = decoded
     return text, html
 
 

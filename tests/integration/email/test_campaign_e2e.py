@@ -1,0 +1,122 @@
+"""End to end: QueueManager → engine workers → email processor → SMTP sink → store →
+campaign-complete → stats."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from newsletter_queue.config import Settings
+from newsletter_queue.manager import QueueManager
+from newsletter_queue.runner import WorkerServices
+from newsletter_queue.services.sink import SmtpSink
+from newsletter_queue.services.store import CampaignRecord
+from newsletter_queue.workers import start_workers, stop_workers
+from tests.helpers import wait_for
+
+
+@pytest.fixture
+async def services(settings: Settings, sink: SmtpSink) -> AsyncIterator[WorkerServices]:
+    fast = settings.model_copy(update={"emails_per_second": 100_000,
+                                       "emails_per_second_per_tenant": 100_000})
+    opened = await WorkerServices(fast, smtp_url=sink.url).open()
+    yield opened
+    await stop_workers(10)
+    await opened.close()
+
+
+def _start(services: WorkerServices) -> None:
+    workers = start_workers(["email", "analytics"], settings=services.settings,
+                            registry=services.registry())
+    services.attach_hooks(workers)
+
+
+async def test_10000_recipients_each_get_one_personalised_message(
+    services: WorkerServices, manager: QueueManager, sink: SmtpSink
+) -> None:
+    assert services.store is not None
+    await services.store.upsert_campaign(CampaignRecord(
+        tenant_id="t1", campaign_id="big", subject="News for {{ name }}",
+        text="Dear {{ name }}, your number is {{ personalizations.n }}.",
+        from_addr="News <news@example.com>"))
+    recipients = [{"email": f"reader{i}@example.com", "name": f"Reader {i}",
+                   "personalizations": {"n": i}} for i in range(10_000)]
+    jobs = await manager.schedule_batch_email_sending("big", "t1", recipients, 100)
+    assert len(jobs) == 100
+    _start(services)
+
+    await asyncio.wait_for(sink.handler.wait_for_total(10_000), 180)
+    counts = sink.handler.counts
+    assert len(counts) == 10_000
+    assert set(counts.values()) == {1}
+    for message in sink.handler.recent:  # the last 1,000 messages, fully checked
+        n = int(message.rcpt_tos[0].removeprefix("reader").split("@")[0])
+        assert message.subject == f"News for Reader {n}"
+        assert re.search(rf"Dear Reader {n}, your number is {n}\.", message.text)
+
+    async def stats() -> Any:
+        assert services.store is not None
+        return await services.store.get_campaign_stats("t1", "big")
+
+    row = await wait_for(stats, timeout=60, message="campaign stats row")
+    assert row.sent == sum(counts.values()) == 10_000
+    assert (row.failed, row.bounced) == (0, 0)
+    assert (await manager.get_queue_stats("email")).completed == 100
+    # Exactly one campaign-complete job was enqueued.
+    analytics = await manager.get_queue_stats("analytics")
+    assert analytics.completed + analytics.waiting + analytics.active == 1
+
+
+async def test_550_recipients_bounce_others_are_delivered(
+    services: WorkerServices, manager: QueueManager, sink: SmtpSink
+) -> None:
+    sink.handler.rules.reject_if = lambda address: address.startswith("gone")
+    emails = [f"gone{i}@example.com" for i in range(5)] + [
+        f"ok{i}@example.com" for i in range(45)]
+    await manager.schedule_email_job("transactional", {
+        "campaignId": "tx", "tenantId": "t1",
+        "recipients": [{"email": e} for e in emails],
+        "content": {"subject": "Receipt", "text": "Thanks"}})
+    _start(services)
+    done = await wait_for(lambda: manager.get_jobs("email", "completed"), timeout=30,
+                          message="the email job to complete")
+    assert done[0].return_value["sent"] == 45
+    assert done[0].return_value["bounced"] == 5
+    assert sorted(sink.handler.counts) == sorted(emails[5:])
+    assert services.store is not None
+    bounced = await services.store.list_deliveries("t1", "tx", "bounced")
+    assert sorted(d.email for d in bounced) == sorted(emails[:5])
+
+
+async def test_451_opens_the_circuit_then_everything_is_delivered_once(
+    settings: Settings, sink: SmtpSink, manager: QueueManager
+) -> None:
+    fast = settings.model_copy(update={
+        "emails_per_second": 100_000, "emails_per_second_per_tenant": 100_000,
+        "smtp_breaker_threshold": 3, "smtp_breaker_cooldown_ms": 500,
+        "queues": {**settings.queues, "email": settings.queues["email"].model_copy(
+            update={"attempts": 10})}})
+    services = await WorkerServices(fast, smtp_url=sink.url).open()
+    try:
+        assert services.store is not None
+        await services.store.upsert_campaign(CampaignRecord(
+            tenant_id="t1", campaign_id="flaky", subject="S", text="Hi {{ name }}"))
+        sink.handler.rules.temp_fail_count = 40  # the server answers 451 for a while
+        recipients = [{"email": f"u{i}@example.com", "name": f"U{i}"} for i in range(200)]
+        await manager.schedule_batch_email_sending("flaky", "t1", recipients, 20)
+        _start(services)
+        await asyncio.wait_for(sink.handler.wait_for_total(200), 60)
+        status = await services.email.breaker.status() if services.email else None
+        assert status is not None
+        assert status.opened_count >= 1  # it opened …
+        assert status.state == "closed"  # … and closed again after a good probe
+        assert sink.handler.duplicates() == 0
+        assert len(sink.handler.counts) == 200
+        assert sink.handler.refused_transient == 40
+    finally:
+        await stop_workers(10)
+        await services.close()
