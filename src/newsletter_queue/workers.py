@@ -122,7 +122,7 @@ def start_workers(
 ) -> list[Worker]:
     """Start one worker per queue (all queues of the settings by default).
 
-    Each worker takes its queue's concurrency and rate limit from
+    Each worker takes its queue's concurrency, rate limit and lock/stall settings from
     ``settings.queue_config(name)`` and writes BullMQ metrics (one week of minutes).
     Must be called with an event loop running; the workers run as background tasks
     until ``stop_workers``.
@@ -138,6 +138,9 @@ def start_workers(
     workers = [
         Worker(name, registry.router(name), settings=settings,
                concurrency=cfg.concurrency, limiter=cfg.rate_limit,
+               lock_duration_ms=cfg.lock_duration_ms,
+               stalled_interval_ms=cfg.stalled_interval_ms,
+               max_stalled_count=cfg.max_stalled_count,
                metrics_max_data_points=ONE_WEEK_POINTS)
         for name, cfg in configs.items()
     ]
