@@ -155,6 +155,14 @@ async def test_garbled_reply_is_transient(
         await provider.complete(HELLO)
 
 
+async def test_undecodable_body_is_transient(
+    fake_openai: FakeOpenAI, provider: OpenAICompatibleProvider
+) -> None:
+    fake_openai.respond(Scripted(200, raw="not gzip", headers={"Content-Encoding": "gzip"}))
+    with pytest.raises(ProviderUnavailable, match="DecodingError"):
+        await provider.complete(HELLO)
+
+
 async def test_refusal_is_permanent(
     fake_openai: FakeOpenAI, provider: OpenAICompatibleProvider
 ) -> None:

@@ -189,10 +189,11 @@ class OpenAICompatibleProvider:
             raise ProviderUnavailable(
                 self._name, f"no answer from {self.base_url} within {self.timeout_s:g} s"
             ) from None
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:  # transport, decoding, redirect loops
             detail = self._redact(str(exc)) or type(exc).__name__
+            what = "cannot reach" if isinstance(exc, httpx.ConnectError) else "failed call to"
             raise ProviderUnavailable(
-                self._name, f"cannot reach {self.base_url}: {type(exc).__name__}: {detail}"
+                self._name, f"{what} {self.base_url}: {type(exc).__name__}: {detail}"
             ) from None
         latency_ms = round((time.monotonic() - started) * 1000)
         log.debug("AI call %s model=%s status=%d latency=%dms",
