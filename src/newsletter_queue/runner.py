@@ -42,7 +42,7 @@ from .services.render import Content
 from .services.sink import SmtpSink
 from .services.smtp import SmtpPool
 from .services.store import CampaignRecord, DeadLetterRecord, DeliveryRecord, Store
-from .workers import ProcessorRegistry, start_workers, stop_workers
+from .workers import ProcessorRegistry, run_workers, start_workers, stop_workers
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,31 @@ class WorkerServices:
                 attempts=job.attempts_made, failed_at=datetime.now(UTC)))
         if job.queue == QueueName.EMAIL and self.email is not None:
             await self.email.batch_failed_for_good(job)
+
+
+async def run_worker_process(
+    settings: Settings,
+    queues: Sequence[str] | None = None,
+    *,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """A production worker process (``newsletter-queue worker``): the processors of
+    ``queues`` (all by default) until SIGTERM/SIGINT, then a graceful stop.
+
+    Mail goes to ``SMTP_URL``; without it the email queue's jobs are not processed here
+    (the dev sink belongs to ``up``), and this is said on stderr.
+    """
+    services = await WorkerServices(settings).open()
+    try:
+        registry = services.registry()
+        if services.pool is None and (queues is None or QueueName.EMAIL in queues):
+            _say("SMTP_URL is not set: email jobs will fail; set it, or use "
+                 "`newsletter-queue up` for the dev SMTP sink")
+        await run_workers(settings, queues, registry=registry, stop=stop,
+                          shutdown_timeout=settings.shutdown_timeout_s,
+                          on_start=services.attach_hooks)
+    finally:
+        await services.close()
 
 
 async def run_system(

@@ -175,10 +175,12 @@ async def run_workers(
     registry: ProcessorRegistry | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S,
     stop: asyncio.Event | None = None,
+    on_start: Callable[[list[Worker]], Any] | None = None,
 ) -> None:
     """Run workers until SIGTERM/SIGINT (or ``stop`` is set), then stop gracefully.
 
     Active jobs get ``shutdown_timeout`` seconds to finish; the rest go back to wait.
+    ``on_start(workers)`` runs once the workers exist (to attach hooks).
     """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
@@ -190,6 +192,8 @@ async def run_workers(
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             log.debug("cannot install a handler for %s here", sig.name)
     workers = start_workers(queues, settings=settings, registry=registry)
+    if on_start is not None:
+        on_start(workers)
     tasks = [w.start() for w in workers]
     stopper = asyncio.ensure_future(stop.wait())
     try:
