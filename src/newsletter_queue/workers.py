@@ -46,6 +46,13 @@ class ProcessorRegistry:
 
     def __init__(self) -> None:
         self._processors: dict[str, dict[str, Callable[..., Any]]] = {}
+        self._defaults: dict[str, Callable[..., Any]] = {}
+
+    def set_default(self, queue: str, fn: Callable[..., Any]) -> None:
+        """Process jobs of ``queue`` whose name has no processor with ``fn``."""
+        if not callable(fn):
+            raise TypeError("processor must be callable")
+        self._defaults[queue] = fn
 
     def register(self, queue: str, job_name: str, fn: F) -> F:
         """Register ``fn`` for jobs named ``job_name`` in ``queue``; returns ``fn``.
@@ -81,7 +88,8 @@ class ProcessorRegistry:
         return sorted(self._processors.get(queue, {}))
 
     def get(self, queue: str, job_name: str) -> Callable[..., Any] | None:
-        return self._processors.get(queue, {}).get(job_name)
+        found = self._processors.get(queue, {}).get(job_name)
+        return found if found is not None else self._defaults.get(queue)
 
     def router(self, queue: str) -> QueueRouter:
         """The engine ``ProcessorRouter`` for ``queue`` (reads the registry live)."""

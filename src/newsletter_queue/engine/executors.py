@@ -114,11 +114,26 @@ class ProcessorExecutor:
                 pool.shutdown(wait=False, cancel_futures=True)
             raise
 
-    def shutdown(self) -> None:
-        """Stop the pools without waiting (close() has already waited for the jobs)."""
+    def shutdown(self, *, terminate: bool = False) -> None:
+        """Stop the pools without waiting (``close()`` has already waited for the jobs).
+
+        With ``terminate`` (jobs were abandoned after the grace period) the pool's child
+        processes are terminated too, so an endless CPU-bound job cannot keep the
+        program from exiting. Threads cannot be stopped: a sync processor still running
+        finishes in the background and its result is ignored.
+        """
         threads, self._threads = self._threads, None
         processes, self._processes = self._processes, None
         if threads is not None:
             threads.shutdown(wait=False, cancel_futures=True)
         if processes is not None:
+            # ProcessPoolExecutor has no public way to stop a running task; its
+            # ``_processes`` map (pid → Process) has been stable since Python 3.2.
+            children = dict(getattr(processes, "_processes", None) or {})
             processes.shutdown(wait=False, cancel_futures=True)
+            if terminate:
+                for pid, child in children.items():
+                    if child.is_alive():
+                        log.warning("terminating process %s of queue %s: its job outlived "
+                                    "the shutdown grace period", pid, self.queue)
+                        child.terminate()

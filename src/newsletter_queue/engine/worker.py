@@ -13,10 +13,15 @@ fetch → process → finish-and-fetch-next (``moveToFinished`` with ``fetchNext
 script call per job). Idle slots go through the ``Fetcher`` (one ``moveToActive`` /
 one ``BZPOPMIN`` at a time, client-timed delays, limiter TTLs). Locks of all running
 jobs are renewed in one ``extendLocks`` call every half lock duration; a stalled-job
-check runs every ``stalled_interval_ms``. Commands use a pooled command client (one
-connection per in-flight call, so a slow call never blocks the others); ``BZPOPMIN``
-has its own connection without socket timeout. Connection errors park every task on
-the shared ``Health`` state, which probes with capped backoff.
+check runs every ``stalled_interval_ms``. Script calls are pipelined on one connection
+(``ScriptLane``: calls of one loop turn share a write, as ioredis auto-pipelines for
+Node); ``BZPOPMIN`` has its own connection without socket timeout, so waiting never
+holds up a script call; the few plain commands use the pooled client. Connection errors
+park every task on the shared ``Health`` state, which probes with capped backoff.
+
+Modules: ``fetcher`` (marker wait, delays, rate limits), ``outcomes`` (recording how an
+attempt ended), ``maintenance`` (lock renewal, stalled checks), ``executors``
+(async/thread/process processors), ``commands``/``scripts`` (script calls), ``health``.
 """
 
 from __future__ import annotations
@@ -431,6 +436,7 @@ class Worker:
     # --- shutdown --------------------------------------------------------------------------
     async def _do_close(self, grace_s: float, requeue: bool) -> None:
         self._closing.set()
+        abandoned = False
         try:
             if self._fetcher is not None:
                 await self._fetcher.close()
@@ -439,6 +445,7 @@ class Worker:
                 _, still = await asyncio.wait(pending, timeout=grace_s)
                 pending = list(still)
             self._aborting.set()
+            abandoned = bool(pending)
             for task in pending:
                 task.cancel()
             if pending:
@@ -449,7 +456,7 @@ class Worker:
             await self._release_leftovers(requeue)
         finally:
             self._aborting.set()
-            self._executor.shutdown()
+            self._executor.shutdown(terminate=abandoned)
             if self._health is not None:
                 await self._health.close()
             if self._commands is not None:

@@ -16,3 +16,17 @@ def sum_of_squares(job: dict[str, Any]) -> dict[str, Any]:
 
 def refuse(job: dict[str, Any]) -> None:
     raise UnrecoverableError(f"cannot process {job['id']}")
+
+
+def spin(job: dict[str, Any]) -> int:
+    """Busy CPU for ``seconds`` (forever if absent), after writing our pid to ``pidfile``."""
+    import time
+    from pathlib import Path
+
+    Path(job["data"]["pidfile"]).write_text(str(os.getpid()))
+    seconds = job["data"].get("seconds")
+    deadline = time.monotonic() + (float(seconds) if seconds is not None else 1e9)
+    loops = 0
+    while time.monotonic() < deadline:
+        loops += 1
+    return loops

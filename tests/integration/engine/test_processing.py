@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,8 @@ import redis.asyncio as aioredis
 from bullmq import Queue
 
 from newsletter_queue.engine import Job, UnrecoverableError, Worker
+from tests.conftest import make_settings
+from tests.helpers import wait_for
 from tests.integration.engine import procs
 from tests.integration.engine.conftest import QUEUE, Recorder, job_hash
 
@@ -186,3 +190,85 @@ def test_unknown_event_and_bad_options_are_rejected() -> None:
         Worker("q", noop, concurrency=0)
     with pytest.raises(TypeError, match="process_pool"):
         Worker("q", noop, use_process_pool=True)
+
+
+async def test_paused_queue_is_not_processed_until_resumed(
+    bull: Queue, make_worker: Callable[..., Worker], redis_client: aioredis.Redis, prefix: str
+) -> None:
+    await bull.pause()
+    job = await bull.add("held", {})
+    worker = make_worker(_one)
+    events = Recorder(worker)
+    worker.start()
+    await events.wait("drained")  # looked, found nothing it may take
+    assert events.of("active") == []
+    assert await redis_client.lrange(f"{prefix}:{QUEUE}:wait", 0, -1) == [job.id]  # held
+    await bull.resume()
+    [(done, _)] = await events.wait("completed")
+    assert done.id == job.id
+
+
+async def test_hash_tag_prefix_works(
+    redis_client: aioredis.Redis, prefix: str, tmp_path: Path, redis_url: str
+) -> None:
+    tagged = "{" + prefix + "}"
+    settings = make_settings(redis_url=redis_url, key_prefix=tagged, state_dir=tmp_path)
+    producer = Queue(QUEUE, {"connection": redis_client, "prefix": tagged})
+    worker = Worker(QUEUE, _one, settings=settings)
+    events = Recorder(worker)
+    try:
+        job = await producer.add("tagged", {})
+        worker.start()
+        [(done, _)] = await events.wait("completed")
+        assert done.id == job.id
+        assert await redis_client.zscore(f"{tagged}:{QUEUE}:completed", job.id) is not None
+    finally:
+        await worker.close(timeout=2)
+        keys = [k async for k in redis_client.scan_iter(f"{tagged}:*", count=1000)]
+        if keys:
+            await redis_client.unlink(*keys)
+
+
+async def _one(job: Job) -> int:
+    return 1
+
+
+async def test_cpu_bound_process_job_keeps_its_lock_and_is_stopped_on_close(
+    bull: Queue, make_worker: Callable[..., Worker], redis_client: aioredis.Redis,
+    prefix: str, tmp_path: Path,
+) -> None:
+    busy = await bull.add("spin", {"seconds": 1.5, "pidfile": str(tmp_path / "a.pid")})
+    worker = make_worker(procs.spin, use_process_pool=True, lock_duration_ms=600,
+                         stalled_interval_ms=200)
+    events = Recorder(worker)
+    worker.start()
+    [(done, loops)] = await events.wait("completed", timeout=30)
+    assert done.id == busy.id
+    assert loops > 0
+    assert events.of("stalled") == []  # 1.5 s of CPU under a 0.6 s lock: renewed
+    assert (await job_hash(redis_client, prefix, busy.id)).get("stc", "0") == "0"
+
+    pidfile = tmp_path / "b.pid"
+    endless = await bull.add("spin", {"pidfile": str(pidfile)})
+    await events.wait("active", 2)
+    await wait_for(lambda: _is(pidfile.exists() and bool(pidfile.read_text())),
+                   message="the child process to start the endless job")
+    child = int(pidfile.read_text())
+    await worker.close(timeout=0.3)
+    assert await redis_client.lrange(f"{prefix}:{QUEUE}:wait", 0, -1) == [endless.id]
+    await wait_for(lambda: _is(not _alive(child)), message="the child to be terminated")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(ChildProcessError):
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        return finished == 0
+    return True
+
+
+async def _is(value: bool) -> bool:
+    return value
