@@ -43,14 +43,14 @@ def mask_url(url: str) -> str:
     """Return ``url`` with its password (if any) replaced by ``***``."""
     try:
         parts = urlsplit(url)
+        password = parts.password
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None:
+    if password is None:
         return url
     user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    # Everything after the last '@' is host[:port], kept verbatim (even a bad port).
+    host = parts.netloc.rpartition("@")[2]
     netloc = f"{user}:***@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
@@ -167,6 +167,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("AI_MODEL", "NLQ_AI_MODEL", "ai_model"),
     )
     ai_timeout_s: float = Field(default=30.0, gt=0)
+    ai_breaker_threshold: PositiveInt = Field(
+        default=5, description="Consecutive provider failures that open the AI circuit")
+    ai_breaker_cooldown_ms: PositiveInt = 30_000
     api_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("NLQ_API_TOKEN", "api_token")
     )

@@ -20,6 +20,7 @@ import importlib
 import logging
 import signal
 import sys
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -38,10 +39,10 @@ from .queues import (
 )
 from .services.ai import AIProvider, provider_from_settings
 from .services.circuit import CircuitBreaker
-from .services.render import Content
 from .services.sink import SmtpSink
 from .services.smtp import SmtpPool
-from .services.store import CampaignRecord, DeadLetterRecord, DeliveryRecord, Store
+from .services.store import CampaignRecord, DeadLetterRecord, Store
+from .services.store.adapters import StoreCampaignSource, StoreDeliveryRecorder
 from .workers import ProcessorRegistry, run_workers, start_workers, stop_workers
 
 log = logging.getLogger(__name__)
@@ -49,42 +50,20 @@ log = logging.getLogger(__name__)
 EMAILS_COUNTER = "monitor:emails"
 
 
-class StoreCampaigns:
-    """The email processor's ``CampaignSource`` over the records store."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    async def get_content(self, tenant_id: str, campaign_id: str) -> Content | None:
-        record = await self.store.get_campaign(tenant_id, campaign_id)
-        if record is None:
-            return None
-        return Content(subject=record.subject, html=record.html, text=record.text,
-                       from_addr=record.from_addr, reply_to=record.reply_to,
-                       headers=dict(record.headers))
-
-
-class StoreDeliveries:
-    """The email processor's ``DeliveryRecorder``: the store, plus Redis counters for
-    the monitor and ``/metrics``."""
+class CountingRecorder:
+    """Records deliveries in the store and counts them in Redis for the monitor and
+    ``/metrics`` (``{prefix}:monitor:emails``: sent, bounced, failed)."""
 
     def __init__(self, store: Store, redis: AnyRedis, key_prefix: str) -> None:
-        self.store = store
+        self.inner = StoreDeliveryRecorder(store)
         self.redis = redis
         self.counter_key = f"{key_prefix}:{EMAILS_COUNTER}"
 
     async def record(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
             return
-        await self.store.record_deliveries([
-            DeliveryRecord(tenant_id=d.tenant_id, campaign_id=d.campaign_id, email=d.email,
-                           status=d.status, attempt=d.attempt,  # type: ignore[arg-type]
-                           message_id=d.message_id, smtp_code=d.smtp_code,
-                           smtp_response=d.smtp_response)
-            for d in deliveries])
-        tally: dict[str, int] = {}
-        for d in deliveries:
-            tally[d.status] = tally.get(d.status, 0) + 1
+        await self.inner.record(deliveries)
+        tally = Counter(d.status for d in deliveries)
         pipe = self.redis.pipeline(transaction=False)
         for status, n in tally.items():
             pipe.hincrby(self.counter_key, status, n)
@@ -159,8 +138,8 @@ class WorkerServices:
         registry = ProcessorRegistry()
         if self.pool is not None:
             self.email = EmailProcessor(
-                s, self.redis, self.pool, StoreCampaigns(self.store),
-                deliveries=StoreDeliveries(self.store, self.redis, s.key_prefix),
+                s, self.redis, self.pool, StoreCampaignSource(self.store),
+                deliveries=CountingRecorder(self.store, self.redis, s.key_prefix),
                 on_campaign_complete=self._enqueue_campaign_complete)
             # Campaign batches and transactional mail go through the same processor;
             # the names the seed's examples use are registered too.
@@ -170,10 +149,14 @@ class WorkerServices:
         analytics = build_analytics_processors(self.store, limits=s.job_limits)
         for name, analytics_fn in analytics.items():
             registry.register(QueueName.ANALYTICS, name, analytics_fn)
-        breaker = CircuitBreaker(self.redis, s.key_prefix, "ai")
+        breaker = CircuitBreaker(self.redis, s.key_prefix, "ai",
+                                 threshold=s.ai_breaker_threshold,
+                                 cooldown_ms=s.ai_breaker_cooldown_ms)
         ai = build_ai_processors(self.provider, breaker, self.store, limits=s.job_limits)
         for name, ai_fn in ai.items():
             registry.register(QueueName.AI, name, ai_fn)
+        # AI jobs are dispatched on data.type, so any job name a producer picks works.
+        registry.set_default(QueueName.AI, ai["ai-job"])
         return registry
 
     def attach_hooks(self, workers: Iterable[Worker]) -> None:

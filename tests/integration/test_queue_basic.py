@@ -94,7 +94,8 @@ async def test_batch_sending_splits_and_is_idempotent(manager: QueueManager) -> 
                                                        recipients, 100)
     assert [j.id for j in again] == [j.id for j in jobs]
     stats = await manager.get_queue_stats("email")
-    assert stats.waiting == 3
+    # Campaign batches are prioritised below transactional mail.
+    assert (stats.prioritized, stats.waiting) == (3, 0)
     stored = [r for j in jobs for r in (await manager.get_job("email", j.id)).data[  # type: ignore[union-attr]
         "recipients"]]
     assert [r["email"] for r in stored] == [r["email"] for r in recipients]

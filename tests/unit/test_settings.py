@@ -59,6 +59,8 @@ def test_mask_url_variants() -> None:
     assert mask_url("rediss://user:pw@host") == "rediss://user:***@host"
     assert mask_url("redis://host:6379") == "redis://host:6379"
     assert mask_url("unix:///tmp/redis.sock") == "unix:///tmp/redis.sock"
+    assert mask_url("postgresql://u:p@h:notaport/db") == "postgresql://u:***@h:notaport/db"
+    assert mask_url("redis://u:p@[::1]:6379") == "redis://u:***@[::1]:6379"
 
 
 @pytest.mark.parametrize("url", ["redis://h:1/0", "rediss://h:1", "unix:///tmp/r.sock",
