@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
@@ -179,6 +180,28 @@ class AIJobData(WireModel):
     def _json_safe(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
         _check_json_safe(value)
         return value
+
+
+class TrackingEvent(WireModel):
+    """Something a recipient did, reported by the platform (opens, clicks …)."""
+
+    tenant_id: str = Field(pattern=_ID_PATTERN)
+    campaign_id: str = Field(pattern=_ID_PATTERN)
+    recipient: str
+    type: Literal["sent", "delivered", "bounced", "opened", "clicked", "unsubscribed",
+                  "complained"]
+    occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    url: str | None = Field(default=None, max_length=2048)
+
+    @field_validator("recipient")
+    @classmethod
+    def _recipient(cls, value: str) -> str:
+        return check_email(value)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 JobModel = TypeVar("JobModel", EmailJobData, AnalyticsJobData, AIJobData)

@@ -32,12 +32,21 @@ from .config import Settings, load_settings, mask_url
 from .connection import AnyRedis, check_server, create_redis, resolve_redis_url
 from .errors import (
     FieldError,
+    JobNotFoundError,
     JobValidationError,
     QueueNotFoundError,
     RedisOutOfMemoryError,
     RedisUnavailableError,
 )
-from .jobs import AIJobData, AnalyticsJobData, EmailJobData, Recipient, field_errors, validate_job
+from .jobs import (
+    AIJobData,
+    AnalyticsJobData,
+    EmailJobData,
+    Recipient,
+    TrackingEvent,
+    field_errors,
+    validate_job,
+)
 from .queues import (
     ANALYTICS_DAILY_AGGREGATION,
     EMAIL_BULK_PRIORITY,
@@ -46,11 +55,13 @@ from .queues import (
 )
 from .records import EnqueuedJob, HealthCheck, JobInfo, QueueStats
 from .services.ledger import CampaignProgress
+from .services.store import DeadLetterRecord, EventRecord, Store
 
 MAX_PRIORITY = 2_097_152
 CleanState = Literal["completed", "failed", "delayed", "waiting", "active", "paused",
                      "prioritized"]
 _RECIPIENTS = TypeAdapter(list[Recipient])
+_EVENTS = TypeAdapter(list[TrackingEvent])
 _COUNT_TYPES = ("waiting", "prioritized", "active", "delayed", "completed", "failed",
                 "paused", "waiting-children")
 
@@ -145,6 +156,7 @@ class QueueManager:
         self._queues: dict[str, Queue] = {}
         self._lock = asyncio.Lock()
         self._closed = False
+        self._store: Store | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> QueueManager:
@@ -209,12 +221,23 @@ class QueueManager:
         return f"{self.settings.key_prefix}:{queue}:{suffix}"
 
     async def close(self) -> None:
-        """Close the Redis connection. The manager reconnects if used again."""
+        """Close the Redis connection (and the store, if opened). Reusable afterwards."""
         client, self._client = self._client, None
+        store, self._store = self._store, None
         self._queues.clear()
         self._closed = True
         if client is not None:
             await client.aclose()
+        if store is not None:
+            await store.close()
+
+    async def store(self) -> Store:
+        """The records store (``DATABASE_URL`` or the SQLite file), opened on first use."""
+        if self._store is None:
+            store = Store.from_settings(self.settings)
+            await store.init()
+            self._store = store
+        return self._store
 
     @contextlib.asynccontextmanager
     async def _redis(self) -> AsyncIterator[AnyRedis]:
@@ -392,6 +415,52 @@ class QueueManager:
         async with self._redis():
             queue = await self.queue(QueueName.ANALYTICS)
             return bool(await queue.removeJobScheduler(daily_scheduler_id(tenant_id)) == 0)
+
+    # --- records ---------------------------------------------------------------------
+    async def record_events(
+        self, events: Iterable[TrackingEvent | Mapping[str, Any]]
+    ) -> int:
+        """Record recipients' events (opens, clicks …) in one batched insert.
+
+        Every event is validated first; one bad event rejects the batch with
+        ``JobValidationError`` naming it (``[3].type``). Returns how many were stored.
+        """
+        rows = [e.to_wire() if isinstance(e, TrackingEvent) else e for e in events]
+        try:
+            parsed = _EVENTS.validate_python(rows)
+        except ValidationError as exc:
+            raise JobValidationError("TrackingEvent", field_errors(exc, TrackingEvent)
+                                     ) from None
+        store = await self.store()
+        return await store.record_events([
+            EventRecord(tenant_id=e.tenant_id, campaign_id=e.campaign_id,
+                        recipient=e.recipient, type=e.type, occurred_at=e.occurred_at,
+                        url=e.url) for e in parsed])
+
+    async def list_dead_letters(
+        self, limit: int = 50, queue: str | None = None, *, include_replayed: bool = False
+    ) -> list[DeadLetterRecord]:
+        """Jobs that failed for good (newest first), kept for inspection and replay."""
+        if queue is not None:
+            self._check_queue(queue)
+        store = await self.store()
+        return await store.list_dead_letters(limit, queue, include_replayed)
+
+    async def replay_dead_letter(self, dead_letter_id: int) -> EnqueuedJob:
+        """Enqueue a fresh job with the dead letter's queue, name and data; mark it replayed.
+
+        Raises:
+            JobNotFoundError: no such dead letter, or it was replayed already.
+        """
+        store = await self.store()
+        letter = await store.get_dead_letter(dead_letter_id)
+        if letter is None or letter.replayed_at is not None:
+            raise JobNotFoundError("dead-letters", str(dead_letter_id))
+        self._check_queue(letter.queue)
+        data = letter.data if isinstance(letter.data, dict) else {"value": letter.data}
+        job = await self._add(letter.queue, letter.job_name, data, None)
+        await store.mark_dead_letter_replayed(dead_letter_id, job.id)
+        return job
 
     # --- queue administration ------------------------------------------------------------
     async def get_queue_stats(self, queue: str) -> QueueStats:

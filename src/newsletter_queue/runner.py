@@ -20,6 +20,7 @@ import importlib
 import logging
 import signal
 import sys
+import traceback
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -170,7 +171,8 @@ class WorkerServices:
         if self.store is not None:
             await self.store.add_dead_letter(DeadLetterRecord(
                 queue=job.queue, job_id=str(job.id), job_name=job.name, data=job.data,
-                error=str(error) or type(error).__name__, stacktrace=job.stacktrace(),
+                error=str(error) or type(error).__name__,
+                stacktrace=[*job.stacktrace(), "".join(traceback.format_exception(error))],
                 attempts=job.attempts_made, failed_at=datetime.now(UTC)))
         if job.queue == QueueName.EMAIL and self.email is not None:
             await self.email.batch_failed_for_good(job)
