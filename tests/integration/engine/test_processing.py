@@ -272,3 +272,13 @@ def _alive(pid: int) -> bool:
 
 async def _is(value: bool) -> bool:
     return value
+
+
+def test_engine_exports_the_public_api() -> None:
+    import newsletter_queue.engine as engine
+
+    assert engine.__all__ == sorted(engine.__all__)
+    for name in ("Worker", "Job", "RateLimited", "UnrecoverableError", "DelayedError",
+                 "WorkerOptions", "get_metrics"):
+        assert name in engine.__all__
+        assert getattr(engine, name) is not None
