@@ -28,7 +28,14 @@ from .errors import (
     RedisUnavailableError,
     RedisVersionError,
 )
-from .jobs import AIJobData, AnalyticsJobData, EmailContent, EmailJobData, Recipient
+from .jobs import (
+    AIJobData,
+    AnalyticsJobData,
+    EmailContent,
+    EmailJobData,
+    Recipient,
+    TrackingEvent,
+)
 from .manager import JobOptions, QueueManager
 from .queues import QUEUE_DEFAULTS, QueueConfig, QueueName
 from .records import EnqueuedJob, HealthCheck, JobInfo, QueueStats
@@ -66,6 +73,7 @@ __all__ = [
     "RedisUnavailableError",
     "RedisVersionError",
     "Settings",
+    "TrackingEvent",
     "__version__",
     "load_settings",
     "queue_manager",
