@@ -16,11 +16,11 @@ Prints progress on stderr and, as its last stdout line, one JSON object:
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-# This file is named like the standard library's ``email`` package; when run as a
-# script its directory comes first on sys.path and would shadow it.
-if sys.path and sys.path[0] == __import__("os").path.dirname(__file__):
-    sys.path.pop(0)
+# bench/email.py is named like the standard library's ``email`` package: keep this
+# directory off sys.path so that ``import email`` (done by the stdlib) finds the real one.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
 import argparse
 import asyncio
@@ -28,11 +28,9 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 
 from newsletter_queue import QueueManager, load_settings
 from newsletter_queue.runner import WorkerServices

@@ -34,6 +34,13 @@ with R in jobs/s; ``node`` is null when ``node`` is absent (or ``--skip-node``).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# bench/email.py is named like the standard library's ``email`` package: keep this
+# directory off sys.path so that ``import email`` (done by the stdlib) finds the real one.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+
 import argparse
 import asyncio
 import importlib
@@ -41,7 +48,6 @@ import importlib.util
 import json
 import os
 import statistics
-import sys
 import threading
 import time
 import uuid

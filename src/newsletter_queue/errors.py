@@ -13,7 +13,12 @@ caller can catch the whole family with one clause and still tell the cases apart
     │   └── EmbeddedServerError       the private dev server could not be started
     ├── QueueNotFoundError            unknown queue name (lists the known ones)
     ├── JobValidationError            job data failed validation (lists every bad field path)
-    └── JobNotFoundError              no job with that id in that queue
+    ├── JobNotFoundError              no job with that id in that queue
+    ├── JobControl                    raised by a processor to steer the worker (engine.errors)
+    │   ├── UnrecoverableError        fail now, whatever attempts are left
+    │   ├── RateLimited               pause the queue; the job goes back to wait, no attempt used
+    │   └── DelayedError              the processor moved its own job to delayed
+    └── JobLockLostError              the worker no longer owns the job (engine.errors)
 
 Errors carry their context as attributes (``url``, ``queue``, ``job_id``, ``errors``) so
 that callers — the dev API, the CLI — can render them without parsing messages.
