@@ -602,7 +602,8 @@ class QueueManager:
             if before:
                 q = await self.queue(queue)
                 await q.retryJobs({"state": "failed", "count": 1000,
-                                   "timestamp": int(time.time() * 1000)})
+                                   # +1: bullmq rounds finishedOn to the nearest ms
+                                   "timestamp": int(time.time() * 1000) + 1})
             after = int(await client.zcard(self.key(queue, "failed")))
         return max(before - after, 0)
 
