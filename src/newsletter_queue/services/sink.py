@@ -21,9 +21,11 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import hmac
 import json
 import logging
 import signal
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -33,7 +35,7 @@ from email.policy import compat32
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 log = logging.getLogger(__name__)
 
@@ -200,9 +202,17 @@ class SmtpSink:
     """A running sink on ``host:port`` (port 0 picks a free one)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, keep: int = 1000,
-                 redis: Any = None, key_prefix: str | None = None) -> None:
+                 redis: Any = None, key_prefix: str | None = None,
+                 tls_context: ssl.SSLContext | None = None,
+                 credentials: tuple[str, str] | None = None) -> None:
+        """Args:
+            tls_context: offer STARTTLS (and require it before AUTH and mail).
+            credentials: require AUTH with this user name and password.
+        """
         self.host = host
         self.port = port
+        self.tls_context = tls_context
+        self.credentials = credentials
         redis_key = f"{key_prefix}:{DEVMAIL_KEY}" if key_prefix else None
         self.handler = SinkHandler(keep=keep, redis=redis, redis_key=redis_key)
         self._server: asyncio.AbstractServer | None = None
@@ -214,10 +224,23 @@ class SmtpSink:
     async def start(self) -> SmtpSink:
         loop = asyncio.get_running_loop()
         handler = self.handler
+        credentials = self.credentials
+
+        def authenticate(server: SMTP, session: Session, envelope: Envelope,
+                         mechanism: str, auth_data: Any) -> AuthResult:
+            ok = (isinstance(auth_data, LoginPassword) and credentials is not None
+                  and hmac.compare_digest(auth_data.login, credentials[0].encode())
+                  and hmac.compare_digest(auth_data.password, credentials[1].encode()))
+            return AuthResult(success=ok, handled=False)
 
         def factory() -> SMTP:
             return SMTP(handler, hostname="nlq-dev-sink", data_size_limit=10 * 1024 * 1024,
-                        ident="newsletter-queue dev sink")
+                        ident="newsletter-queue dev sink", enable_SMTPUTF8=True,
+                        tls_context=self.tls_context,
+                        require_starttls=self.tls_context is not None,
+                        auth_required=credentials is not None,
+                        auth_require_tls=self.tls_context is not None,
+                        authenticator=authenticate if credentials is not None else None)
 
         self._server = await loop.create_server(factory, self.host, self.port)
         self.port = int(self._server.sockets[0].getsockname()[1])

@@ -120,3 +120,45 @@ async def test_451_opens_the_circuit_then_everything_is_delivered_once(
     finally:
         await stop_workers(10)
         await services.close()
+
+
+async def test_transactional_mail_overtakes_a_running_campaign(
+    settings: Settings, sink: SmtpSink, manager: QueueManager
+) -> None:
+    one_at_a_time = settings.model_copy(update={
+        "emails_per_second": 100_000, "emails_per_second_per_tenant": 100_000,
+        "queues": {**settings.queues, "email": settings.queues["email"].model_copy(
+            update={"concurrency": 1})}})
+    services = await WorkerServices(one_at_a_time, smtp_url=sink.url).open()
+    try:
+        assert services.store is not None
+        await services.store.upsert_campaign(CampaignRecord(
+            tenant_id="t1", campaign_id="bulk", subject="S", text="Hi {{ name }}"))
+        recipients = [{"email": f"bulk{i}@example.com"} for i in range(400)]
+        batches = await manager.schedule_batch_email_sending("bulk", "t1", recipients, 10)
+        _start(services)
+
+        async def campaign_running() -> bool:
+            return sum(sink.handler.counts.values()) >= 20
+
+        await wait_for(campaign_running, timeout=30, interval=0.002)
+        tx = await manager.schedule_email_job("transactional", {
+            "campaignId": "receipt-1", "tenantId": "t1",
+            "recipients": [{"email": "buyer@example.com"}],
+            "content": {"subject": "Your receipt", "text": "Thanks"}})
+        await asyncio.wait_for(sink.handler.wait_for_total(401), 60)
+        tx_info = await manager.get_job("email", tx.id)
+        assert tx_info is not None
+        assert tx_info.processed_on is not None
+        started_after = []
+        for batch in batches:
+            info = await manager.get_job("email", batch.id)
+            assert info is not None
+            assert info.processed_on is not None
+            if info.processed_on >= tx_info.processed_on:
+                started_after.append(batch.id)
+        # Only the batch already running (fetched) could go before it; the rest waited.
+        assert len(started_after) >= len(batches) - 4
+    finally:
+        await stop_workers(10)
+        await services.close()
