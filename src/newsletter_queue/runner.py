@@ -60,10 +60,13 @@ class CountingRecorder:
         self.redis = redis
         self.counter_key = f"{key_prefix}:{EMAILS_COUNTER}"
 
-    async def record(self, deliveries: Sequence[Delivery]) -> None:
+    async def record(self, deliveries: Sequence[Delivery], *,
+                     only_missing: bool = False) -> None:
         if not deliveries:
             return
-        await self.inner.record(deliveries)
+        await self.inner.record(deliveries, only_missing=only_missing)
+        if only_missing:
+            return  # outcomes counted when they happened
         tally = Counter(d.status for d in deliveries)
         pipe = self.redis.pipeline(transaction=False)
         for status, n in tally.items():

@@ -41,7 +41,13 @@ from ..jobs import EmailJobData, Recipient, validate_job
 from ..services.circuit import CircuitBreaker
 from ..services.ledger import CampaignLedger, CampaignProgress, Claim
 from ..services.ratelimit import SendRateLimiter
-from ..services.render import CompiledCampaign, Content, ContentError, RenderError
+from ..services.render import (
+    CompiledCampaign,
+    Content,
+    ContentError,
+    RenderError,
+    message_id,
+)
 from ..services.smtp import SmtpPermanentError, SmtpTransientError
 
 log = logging.getLogger(__name__)
@@ -76,7 +82,8 @@ class Delivery:
 
 
 class DeliveryRecorder(Protocol):
-    async def record(self, deliveries: Sequence[Delivery]) -> None: ...
+    async def record(self, deliveries: Sequence[Delivery], *,
+                     only_missing: bool = False) -> None: ...
 
 
 class TransientSendError(Exception):
@@ -232,9 +239,16 @@ class EmailProcessor:
         attempt = job.attempts_made + 1
         to_send: list[Recipient] = []
         deliveries: list[Delivery] = []
+        earlier: list[Delivery] = []
         for recipient, (claim, busy_ms) in zip(chunk, claims, strict=True):
-            if claim is Claim.DONE:
+            if claim in (Claim.DONE, Claim.BOUNCED):
                 result.skipped += 1
+                earlier.append(Delivery(
+                    data.tenant_id, data.campaign_id, recipient.email,
+                    "sent" if claim is Claim.DONE else "bounced", attempt,
+                    message_id=message_id(data.tenant_id, data.campaign_id,
+                                          recipient.email, campaign.domain),
+                    smtp_response="recorded by an earlier attempt"))
             elif claim is Claim.BUSY:
                 # Claimed by an attempt that may have died mid-send: come back when its
                 # claim expires, without using an attempt of this job.
@@ -276,6 +290,10 @@ class EmailProcessor:
         await ledger.release(token, transient)
         if self.deliveries is not None:
             await self.deliveries.record([d for d in deliveries if d.status != "deferred"])
+            if earlier:
+                # An attempt killed between sending and recording left no row for these:
+                # fill them in (existing rows are kept as they are).
+                await self.deliveries.record(earlier, only_missing=True)
 
         opened_ms = 0
         if transient and len(transient) == len(to_send):

@@ -54,8 +54,10 @@ for i = 5, #ARGV do
   if not v then
     redis.call('HSET', KEYS[1], email, 'p|' .. token .. '|' .. expires)
     out[#out + 1] = 1
-  elseif string.sub(v, 1, 1) ~= 'p' then
+  elseif string.sub(v, 1, 1) == 's' then
     out[#out + 1] = 0
+  elseif string.sub(v, 1, 1) == 'b' then
+    out[#out + 1] = 4
   else
     local owner, until_ms = string.match(v, '^p|([^|]*)|(%d+)$')
     if owner == token then
@@ -105,10 +107,11 @@ return 0
 class Claim(IntEnum):
     """Outcome of claiming one recipient."""
 
-    DONE = 0  # already sent or bounced: skip
+    DONE = 0  # already sent: skip
     CLAIMED = 1  # ours to send
     RECLAIMED = 2  # a dead attempt's claim expired: ours, and possibly a re-send
     BUSY = 3  # another live attempt is sending it: try later (see ``busy_ms``)
+    BOUNCED = 4  # already refused for good (5xx) or unrenderable: skip
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,10 @@ class Recorded:
     def __init__(self) -> None:
         self.rows: list[Delivery] = []
 
-    async def record(self, deliveries: Any) -> None:
-        self.rows.extend(deliveries)
+    async def record(self, deliveries: Any, *, only_missing: bool = False) -> None:
+        known = {(d.tenant_id, d.campaign_id, d.email) for d in self.rows}
+        self.rows.extend(d for d in deliveries if not only_missing
+                         or (d.tenant_id, d.campaign_id, d.email) not in known)
 
 
 @dataclass

@@ -68,7 +68,8 @@ class StoreDeliveryRecorder:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def record(self, deliveries: Sequence[DeliveryOutcome]) -> None:
+    async def record(self, deliveries: Sequence[DeliveryOutcome], *,
+                     only_missing: bool = False) -> None:
         await self.store.record_deliveries([
             DeliveryRecord(
                 tenant_id=d.tenant_id, campaign_id=d.campaign_id, email=d.email,
@@ -77,4 +78,4 @@ class StoreDeliveryRecorder:
                 smtp_response=d.smtp_response,
             )
             for d in deliveries if d.status in DELIVERY_STATUSES
-        ])
+        ], only_missing=only_missing)

@@ -174,12 +174,15 @@ class Store:
         )
 
     # --- deliveries --------------------------------------------------------------------
-    async def record_deliveries(self, deliveries: Sequence[DeliveryRecord]) -> int:
+    async def record_deliveries(self, deliveries: Sequence[DeliveryRecord], *,
+                                only_missing: bool = False) -> int:
         """Insert or update delivery outcomes in one transaction; returns rows written.
 
         The last record wins for a (tenant, campaign, email) that appears more than once.
         ``updated_at`` moves only when the status changes, so recording the same outcome
         again (a retried job) changes nothing that the daily rollup reads.
+        With ``only_missing`` existing rows are left alone (used to fill in outcomes
+        that an attempt killed mid-batch sent but could not record).
         """
         if not deliveries:
             return 0
@@ -194,6 +197,12 @@ class Store:
                 "updated_at": d.updated_at or d.created_at or now,
             }
         stmt = self._insert(Delivery)
+        if only_missing:
+            async with self._write() as conn:
+                await conn.execute(stmt.on_conflict_do_nothing(
+                    index_elements=["tenant_id", "campaign_id", "email"]),
+                    list(rows.values()))
+            return len(rows)
         stmt = stmt.on_conflict_do_update(
             index_elements=["tenant_id", "campaign_id", "email"],
             set_={
