@@ -1,0 +1,118 @@
+"""The FastAPI app: health probes, Prometheus metrics, the dev API and the dashboard.
+
+``create_app(settings)`` always serves ``/healthz`` (liveness), ``/readyz`` (Redis
+reachable) and ``/metrics``; the dev API (``/api/dev/...``) and the dashboard
+(``/dashboard``) are mounted only when ``settings.dev_mode`` or ``settings.dev_api`` is
+on. Access rules are in ``security.py``; error shapes in ``errors.py``.
+
+``serve_api`` runs the app with uvicorn on the current event loop (the CLI's ``api``
+command); ``run_system`` serves the same app beside the workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from .. import __version__
+from ..config import Settings, load_settings
+from ..manager import QueueManager
+from . import dev, jobs
+from .context import ApiContext
+from .errors import error_response, install_error_handlers
+from .metrics import render_metrics
+from .security import authorize, check_bind
+
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(settings: Settings | None = None, *, manager: QueueManager | None = None,
+               store: Any = None, host: str = "127.0.0.1") -> FastAPI:
+    """Build the app.
+
+    Args:
+        settings: configuration (``load_settings()`` if omitted).
+        manager: a ``QueueManager`` to share; else the app creates (and closes) one.
+        store: the records ``Store`` to share (dead letters); else opened on first use.
+        host: the address the app will be bound to; a non-loopback one without
+            ``NLQ_API_TOKEN`` is refused (``ConfigurationError``).
+    """
+    settings = settings or load_settings()
+    check_bind(settings, host)
+    ctx = ApiContext(settings, manager, store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await ctx.close()
+
+    app = FastAPI(title="newsletter-queue", version=__version__, lifespan=lifespan,
+                  summary="Dev API, dashboard and metrics of the email, analytics and AI "
+                          "queues")
+    app.state.nlq = ctx
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def access(request: Request, call_next: Any) -> Any:
+        server = request.scope.get("server")
+        denied = authorize(settings, request.method, server[0] if server else None,
+                           request.headers)
+        if denied is not None:
+            return error_response(denied.status, denied.message)
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
+
+    @app.get("/healthz", tags=["probes"], summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["probes"], summary="Readiness: Redis answers")
+    async def readyz() -> JSONResponse:
+        try:
+            await ctx.redis_ready()
+        except Exception as exc:  # any failure to reach Redis means "not ready"
+            return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
+        return JSONResponse({"status": "ready", "redis": ctx.manager.url})
+
+    @app.get("/metrics", tags=["probes"], summary="Prometheus metrics, read from Redis")
+    async def metrics() -> Response:
+        body, content_type = await render_metrics(ctx)
+        return Response(body, media_type=content_type)
+
+    if ctx.dev_enabled:
+        app.include_router(dev.build_router(ctx))
+        app.include_router(jobs.build_router(ctx))
+        app.mount("/dashboard/static", StaticFiles(directory=STATIC), name="dashboard-static")
+
+        @app.get("/dashboard", include_in_schema=False)
+        async def dashboard() -> FileResponse:
+            return FileResponse(STATIC / "dashboard.html", headers={
+                "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                "style-src 'self'; script-src 'self'; frame-src 'none'; "
+                "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+                "Cache-Control": "no-store"})
+
+        @app.get("/", include_in_schema=False)
+        async def root() -> RedirectResponse:
+            return RedirectResponse("/dashboard")
+
+    return app
+
+
+async def serve_api(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
+                    log_level: str = "info") -> None:
+    """Serve ``create_app(settings)`` with uvicorn until interrupted."""
+    import uvicorn
+
+    app = create_app(settings, host=host)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                                           access_log=False))
+    await server.serve()

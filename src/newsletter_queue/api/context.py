@@ -1,0 +1,76 @@
+"""What every route of the API shares: settings, manager, monitor, dev tools, store.
+
+One ``ApiContext`` per app, kept on ``app.state.nlq``. The manager and store may be
+handed in (``run_system`` shares its own); what the context creates itself it closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..config import Settings
+from ..devtools import DevTools
+from ..errors import RedisUnavailableError
+from ..manager import QueueManager
+from ..monitor import QueueMonitor
+from ..services.store import Store
+from .errors import ApiError
+
+# A Redis that does not answer within this is reported as unavailable (HTTP 503), so
+# clients learn of an outage within a second instead of waiting on socket timeouts.
+REDIS_DEADLINE_S = 0.8
+
+
+class ApiContext:
+    """Shared state of one app."""
+
+    def __init__(self, settings: Settings, manager: QueueManager | None,
+                 store: Any = None) -> None:
+        self.settings = settings
+        self.owns_manager = manager is None
+        self.manager = manager or QueueManager(settings)
+        self.monitor = QueueMonitor(settings, manager=self.manager)
+        self.devtools = DevTools(settings, manager=self.manager, monitor=self.monitor)
+        self._store: Any = store
+
+    @property
+    def dev_enabled(self) -> bool:
+        return self.settings.dev_mode or self.settings.dev_api
+
+    async def redis_ready(self) -> None:
+        """Ping Redis within ``REDIS_DEADLINE_S``; raise ``RedisUnavailableError`` if not."""
+        try:
+            client = await asyncio.wait_for(self.manager.client(), REDIS_DEADLINE_S)
+            await asyncio.wait_for(client.ping(), REDIS_DEADLINE_S)
+        except (TimeoutError, OSError) as exc:
+            raise RedisUnavailableError(self.manager.url if self.manager.url != (
+                "(not connected)") else self.settings.masked_redis_url or "(default)",
+                "no answer within the deadline" if isinstance(exc, TimeoutError)
+                else str(exc)) from exc
+        except Exception as exc:
+            from redis.exceptions import RedisError
+
+            if isinstance(exc, RedisError):
+                raise RedisUnavailableError(self.settings.masked_redis_url or "(default)",
+                                            type(exc).__name__) from exc
+            raise
+
+    async def store(self) -> Store:
+        """The records store (dead letters): the one handed in, else opened on first use.
+
+        Raises:
+            ApiError: 503 when it cannot be opened.
+        """
+        if self._store is not None:
+            return self._store  # type: ignore[no-any-return]
+        try:
+            self._store = await self.manager.store()
+        except Exception as exc:
+            raise ApiError(503, "the records store (dead letters) is unavailable: "
+                                f"{type(exc).__name__}") from exc
+        return self._store  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        if self.owns_manager:
+            await self.manager.close()

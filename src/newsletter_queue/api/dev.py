@@ -1,0 +1,189 @@
+"""``/api/dev/queue``: the seed's development API, action by action.
+
+GET ``?action=dashboard|inspect|stats|health|metrics|errors|report`` and POST
+``?action=test|clear|pause|resume|performance`` — exactly the seed's actions, with the
+same ``queue`` and ``limit`` parameters; ``performance`` takes ``{"jobCount": N}``.
+An unknown action or queue is a 400 that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import PlainTextResponse
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+
+from ..services.circuit import CircuitBreaker
+from ..services.sink import DEVMAIL_KEY
+from .context import ApiContext
+from .errors import ApiError, _clean_validation
+
+GET_ACTIONS = ("dashboard", "inspect", "stats", "health", "metrics", "errors", "report")
+POST_ACTIONS = ("test", "clear", "pause", "resume", "performance")
+BREAKERS = ("smtp", "ai")
+MAX_API_PERF_JOBS = 10_000
+
+
+class PerformanceBody(BaseModel):
+    """``{"jobCount": N}`` (``job_count`` accepted too) and an optional queue."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    job_count: int = Field(default=100, ge=1, le=MAX_API_PERF_JOBS,
+                           validation_alias=AliasChoices("jobCount", "job_count"))
+    queue: str = "analytics"
+
+
+def _action(action: str | None, valid: tuple[str, ...], other: tuple[str, ...],
+            method: str) -> str:
+    if action in valid:
+        assert action is not None
+        return action
+    hint = (f"; {action!r} is a {'POST' if method == 'GET' else 'GET'} action"
+            if action in other else "")
+    raise ApiError(400, f"unknown {method} action {action!r}{hint}",
+                   valid_actions=list(valid))
+
+
+def _queue(ctx: ApiContext, queue: str | None, *, required: bool,
+           allow_all: bool = False) -> str | None:
+    valid = list(ctx.settings.queues) + (["all"] if allow_all else [])
+    if queue is None:
+        if required:
+            raise ApiError(400, "this action needs a queue parameter", valid_queues=valid)
+        return None
+    if queue not in valid:
+        raise ApiError(400, f"unknown queue {queue!r}", valid_queues=valid)
+    return queue
+
+
+async def breaker_states(ctx: ApiContext) -> dict[str, dict[str, Any]]:
+    client = await ctx.manager.client()
+    out = {}
+    for name in BREAKERS:
+        status = await CircuitBreaker(client, ctx.settings.key_prefix, name).status()
+        out[name] = {"state": status.state, "failures": status.failures,
+                     "open_until_ms": status.open_until_ms,
+                     "opened_count": status.opened_count}
+    return out
+
+
+async def dashboard_data(ctx: ApiContext) -> dict[str, Any]:
+    """Everything the dashboard's overview shows, in one response."""
+    report = await ctx.monitor.generate_report(errors=20)
+    data = report.to_dict()
+    if report.redis.ok:
+        client = await ctx.manager.client()
+        data["breakers"] = await breaker_states(ctx)
+        data["mail_count"] = int(await client.llen(f"{ctx.settings.key_prefix}:{DEVMAIL_KEY}"))
+        raw = await client.hgetall(f"{ctx.settings.key_prefix}:monitor:emails")
+        data["emails"] = {k: int(v) for k, v in dict(raw).items()}
+    data["queue_names"] = list(ctx.settings.queues)
+    data["dev_mode"] = ctx.settings.dev_mode
+    data["token_required_for_post"] = ctx.settings.api_token is not None
+    return data
+
+
+def build_router(ctx: ApiContext) -> APIRouter:
+    router = APIRouter(prefix="/api/dev", tags=["dev"])
+
+    @router.get("/queue", summary="Seed dev API: read actions")
+    async def get_queue(
+        action: Annotated[str | None, Query(description=", ".join(GET_ACTIONS))] = None,
+        queue: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        format: Annotated[str, Query(pattern="^(json|md)$")] = "json",
+    ) -> Any:
+        act = _action(action, GET_ACTIONS, POST_ACTIONS, "GET")
+        name = _queue(ctx, queue, required=act == "inspect")
+        await ctx.redis_ready()
+        if act == "dashboard":
+            return await dashboard_data(ctx)
+        if act == "inspect":
+            assert name is not None
+            return await ctx.devtools.inspect(name)
+        if act == "stats":
+            if name:
+                return (await ctx.manager.get_queue_stats(name)).to_dict()
+            return {q: s.to_dict() for q, s in (await ctx.manager.get_all_queue_stats()).items()}
+        if act == "metrics":
+            names = [name] if name else list(ctx.settings.queues)
+            metrics = {q: (await ctx.monitor.get_queue_metrics(q)).to_dict() for q in names}
+            return metrics[name] if name else metrics
+        if act == "errors":
+            errors = await ctx.monitor.get_recent_errors(limit, name)
+            return {"errors": [e.to_dict() for e in errors], "queue": name, "limit": limit}
+        report = await ctx.monitor.generate_report()
+        if act == "health":
+            if name:
+                return {"redis": report.redis.to_dict(), **report.health[name].to_dict()}
+            return {"status": report.status, "redis": report.redis.to_dict(),
+                    "queues": {q: h.to_dict() for q, h in report.health.items()}}
+        if format == "md":
+            return PlainTextResponse(report.to_markdown(), media_type="text/markdown")
+        return report.to_dict()
+
+    @router.post("/queue", summary="Seed dev API: write actions")
+    async def post_queue(request: Request, action: str | None = None,
+                         queue: str | None = None) -> Any:
+        act = _action(action, POST_ACTIONS, GET_ACTIONS, "POST")
+        body = await request.body()
+        perf: PerformanceBody | None = None
+        if act == "performance":
+            try:
+                raw = json.loads(body) if body.strip() else {}
+                if queue is not None and isinstance(raw, dict):
+                    raw.setdefault("queue", queue)
+                perf = PerformanceBody.model_validate(raw)
+            except ValueError as exc:
+                errors = (_clean_validation(list(exc.errors()))
+                          if isinstance(exc, ValidationError) else
+                          [{"field": "body", "message": "not valid JSON"}])
+                raise ApiError(422, "invalid body for performance: expected "
+                                    '{"jobCount": 1..10000}', errors=errors) from None
+            _queue(ctx, perf.queue, required=True)
+        name = _queue(ctx, queue, required=act in ("clear", "pause", "resume"),
+                      allow_all=act == "clear")
+        await ctx.redis_ready()
+        if act == "test":
+            return {"created": await ctx.devtools.create_test_jobs()}
+        if act == "clear":
+            if not ctx.settings.dev_mode:
+                raise ApiError(403, "clear is only available in dev mode (NLQ_DEV_MODE=1)")
+            assert name is not None
+            return {"cleared": await ctx.devtools.clear(name)}
+        if act in ("pause", "resume"):
+            assert name is not None
+            if act == "pause":
+                await ctx.manager.pause_queue(name)
+            else:
+                await ctx.manager.resume_queue(name)
+            return {"queue": name, "paused": await ctx.manager.is_paused(name)}
+        assert perf is not None
+        result = await ctx.devtools.performance_test(perf.job_count, queue=perf.queue,
+                                                     drain_timeout_s=30)
+        return result.to_dict()
+
+    @router.get("/workers", summary="Workers connected, by queue")
+    async def workers() -> Any:
+        await ctx.redis_ready()
+        found = await ctx.monitor.get_workers()
+        return {q: [w.to_dict() for w in ws] for q, ws in found.items()}
+
+    @router.get("/mail", summary="Mail captured by the dev SMTP sink")
+    async def mail(limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Any:
+        await ctx.redis_ready()
+        client = await ctx.manager.client()
+        key = f"{ctx.settings.key_prefix}:{DEVMAIL_KEY}"
+        rows = await client.lrange(key, 0, limit - 1)
+        messages = []
+        for row in rows:
+            try:
+                messages.append(json.loads(row))
+            except ValueError:
+                continue
+        return {"messages": messages, "total": int(await client.llen(key))}
+
+    return router

@@ -1,0 +1,111 @@
+"""JSON errors of the API: every failure is ``{"error": "...", ...}``, never a traceback.
+
+Mapping: unknown action or queue → 400 (listing the valid ones); a body or query that
+fails validation → 422; unknown job or dead letter → 404; a state conflict (retrying a
+job that is not failed …) → 409; Redis unreachable → 503; anything unexpected → 500
+with an opaque incident id (the traceback goes to the log, not to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException
+
+from ..errors import (
+    ConfigurationError,
+    JobNotFoundError,
+    JobValidationError,
+    QueueNotFoundError,
+    RedisError,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error answer: ``status`` and ``message`` plus extra JSON fields."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+def _clean_validation(errors: list[Any]) -> list[dict[str, Any]]:
+    """pydantic/FastAPI error details without the submitted input (never echo input)."""
+    out = []
+    for e in errors:
+        loc = [str(x) for x in e.get("loc", ())]
+        out.append({"field": ".".join(loc), "message": str(e.get("msg", ""))})
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return error_response(exc.status, exc.message, **exc.extra)
+
+    async def queue_not_found(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, QueueNotFoundError)
+        return error_response(400, f"unknown queue {exc.queue!r}",
+                              valid_queues=list(exc.known))
+
+    async def job_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, JobValidationError)
+        return error_response(422, str(exc), errors=[
+            {"field": e.path, "message": e.message} for e in exc.errors])
+
+    async def request_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(422, "invalid request", errors=_clean_validation(
+            list(exc.errors())))
+
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(404, str(exc))
+
+    async def redis_down(request: Request, exc: Exception) -> JSONResponse:
+        message = str(exc) if isinstance(exc, RedisError) else "Redis is unavailable"
+        return error_response(503, message)
+
+    async def forbidden(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(403, str(exc))
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        return error_response(exc.status_code, str(exc.detail))
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(QueueNotFoundError, queue_not_found)
+    app.add_exception_handler(JobValidationError, job_validation)
+    app.add_exception_handler(RequestValidationError, request_validation)
+    app.add_exception_handler(JobNotFoundError, not_found)
+    app.add_exception_handler(RedisError, redis_down)
+    app.add_exception_handler(RedisConnectionError, redis_down)
+    app.add_exception_handler(RedisTimeoutError, redis_down)
+    app.add_exception_handler(ConfigurationError, forbidden)
+    app.add_exception_handler(HTTPException, http_error)
+
+    @app.middleware("http")
+    async def catch_all(request: Request, call_next: Any) -> Any:
+        """Last resort: log the traceback, answer an opaque 500."""
+        try:
+            return await call_next(request)
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            log.exception("unhandled error in %s %s (incident %s)", request.method,
+                          request.url.path, incident)
+            return error_response(500, "internal error", incident=incident)

@@ -1,0 +1,100 @@
+"""Who may call the API: loopback binding, bearer tokens, Host and Origin checks.
+
+The rule (also in the README, "Operating it"):
+
+1. The API binds to 127.0.0.1 unless told otherwise. Binding to any other address
+   without ``NLQ_API_TOKEN`` is refused at start-up (``check_bind``).
+2. A request that arrives on a non-loopback address needs
+   ``Authorization: Bearer <NLQ_API_TOKEN>`` — every method, every path.
+3. On loopback, reads (GET/HEAD) are open; every other method (POST …) needs the token
+   **when one is configured**. With no token configured, loopback POSTs are allowed —
+   that is what lets the dashboard work out of the box — but only from a page of the
+   API's own origin: a cross-site ``Origin`` is refused (CSRF).
+4. On loopback, the ``Host`` header must name a loopback host (``localhost``,
+   ``127.x.x.x``, ``[::1]``), so a DNS-rebinding page cannot reach the API through a
+   name it controls.
+
+Tokens are compared in constant time, and no response ever echoes what was sent.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from ..config import Settings
+from ..errors import ConfigurationError
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` (a name or address, maybe ``[v6]``) is a loopback address."""
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_only(value: str) -> str:
+    """``Host`` header value without its port (IPv6 brackets kept intact)."""
+    if value.startswith("["):
+        return value.split("]", 1)[0] + "]"
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def check_bind(settings: Settings, host: str) -> None:
+    """Refuse to serve on a non-loopback address without a token.
+
+    Raises:
+        ConfigurationError: ``host`` is not loopback and ``NLQ_API_TOKEN`` is unset.
+    """
+    if not is_loopback(host) and settings.api_token is None:
+        raise ConfigurationError(
+            f"refusing to bind the API to {host!r}: it is not a loopback address and "
+            "NLQ_API_TOKEN is not set. Set NLQ_API_TOKEN (clients then send "
+            "'Authorization: Bearer <token>') or bind to 127.0.0.1.")
+
+
+@dataclass(frozen=True)
+class Denied:
+    """Why a request is refused: HTTP status and a message that echoes nothing."""
+
+    status: int
+    message: str
+
+
+def authorize(settings: Settings, method: str, server_host: str | None,
+              headers: Mapping[str, str]) -> Denied | None:
+    """Apply the rule above to one request; ``None`` means allowed."""
+    local = is_loopback(server_host)
+    if local and not is_loopback(_host_only(headers.get("host", ""))):
+        return Denied(403, "the Host header must name a loopback host (localhost, "
+                           "127.0.0.1 or [::1]) when the API is bound to loopback")
+    token = settings.api_token
+    needs_token = not local or method.upper() not in SAFE_METHODS
+    if not needs_token:
+        return None
+    if token is None:
+        if not local:
+            return Denied(403, "this API is reachable on a non-loopback address but "
+                               "NLQ_API_TOKEN is not set; refusing every request")
+        origin = headers.get("origin")
+        if origin and origin != "null" and not is_loopback(urlsplit(origin).hostname):
+            return Denied(403, "cross-site request refused: the Origin is not this API's")
+        return None
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    sent = value.strip().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+            sent, token.get_secret_value().encode()):
+        return Denied(401, "missing or invalid bearer token: send 'Authorization: Bearer "
+                           "<NLQ_API_TOKEN>'")
+    return None
