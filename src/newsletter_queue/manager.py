@@ -22,8 +22,10 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypedDict, cast
 
+from bullmq import Job as BullJob
 from bullmq import Queue
 from pydantic import TypeAdapter, ValidationError
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -369,7 +371,10 @@ class QueueManager:
             await CampaignProgress(client, self.settings.key_prefix, tenant_id,
                                    campaign_id).set_total(len(batches))
             queue = await self.queue(QueueName.EMAIL)
-            added = await queue.addBulk(jobs)
+            if isinstance(client, RedisCluster):
+                added = await _add_bulk_cluster(client, queue, jobs)
+            else:
+                added = await queue.addBulk(jobs)
         return [
             EnqueuedJob(str(job.id), name, str(QueueName.EMAIL), spec["data"], dict(job.opts))
             for job, spec in zip(added, jobs, strict=True)
@@ -606,6 +611,50 @@ class QueueManager:
                                    "timestamp": int(time.time() * 1000) + 1})
             after = int(await client.zcard(self.key(queue, "failed")))
         return max(before - after, 0)
+
+
+class _ClusterScriptQueue:
+    """What ``bullmq``'s script objects need of a pipeline, on a cluster transaction.
+
+    redis-py's ``ClusterPipeline`` refuses ``evalsha()`` (it cannot know in general
+    that a script's keys share a slot), but every key of one of our queues carries the
+    prefix's hash tag, so the whole bulk add is one slot and ``MULTI`` works: the
+    commands are queued through ``execute_command`` instead.
+    """
+
+    def __init__(self, pipe: Any) -> None:
+        self._pipe = pipe
+
+    async def evalsha(self, sha: str, numkeys: int, *args: Any) -> Any:
+        self._pipe.execute_command("EVALSHA", sha, numkeys, *args)
+        return self
+
+
+async def _add_bulk_cluster(
+    client: RedisCluster, queue: Queue, jobs: list[dict[str, Any]]
+) -> list[BullJob]:
+    """``Queue.addBulk`` for a cluster client: one ``MULTI``/``EXEC`` on the queue's node."""
+    instances = []
+    for spec in jobs:
+        opts = {**queue.jobsOpts, **(spec.get("opts") or {})}
+        instances.append(BullJob(queue=queue, name=spec["name"], data=spec["data"],
+                                 opts=opts, job_id=opts.get("jobId")))
+    scripts = queue.backend.scripts
+    # EVALSHA in a transaction cannot fall back to EVAL: load the scripts first
+    # (SCRIPT LOAD goes to every primary).
+    for name in ("addStandardJob", "addPrioritizedJob", "addDelayedJob"):
+        await client.script_load(scripts.commands[name].script)
+    async with client.pipeline(transaction=True) as pipe:
+        proxy = _ClusterScriptQueue(pipe)
+        for job in instances:
+            await scripts.addJob(job, proxy)
+        ids = await pipe.execute()
+    for job, job_id in zip(instances, ids, strict=True):
+        if isinstance(job_id, int) and job_id < 0:
+            raise scripts.finishedErrors({"code": job_id, "parentKey": job.parentKey,
+                                          "command": "addJob"})
+        job.id = str(job_id)
+    return instances
 
 
 def _approx_size(wire: dict[str, Any]) -> int:

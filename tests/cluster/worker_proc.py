@@ -1,0 +1,60 @@
+"""A production-style worker process for the cluster tests.
+
+    python -m tests.cluster.worker_proc SETTINGS_JSON QUEUES LEDGER_DIR
+
+Opens ``WorkerServices`` (store, SMTP pool, AI provider, breakers) on the settings,
+runs ``workers.run_workers`` for the comma-separated ``QUEUES`` until SIGTERM, and
+writes every execution to ``LEDGER_DIR/<pid>.log`` — outside Redis, so the test counts
+executions instead of trusting the store it checks:
+
+    ready <pid>
+    active <queue> <job id> <attempt> <pid>
+    completed <queue> <job id> <pid>
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from newsletter_queue.config import Settings
+from newsletter_queue.engine import Job, Worker
+from newsletter_queue.runner import WorkerServices
+from newsletter_queue.workers import run_workers
+
+
+async def main(overrides: dict[str, Any], queues: list[str], ledger_dir: Path) -> None:
+    settings = Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+    pid = os.getpid()
+    ledger = (ledger_dir / f"{pid}.log").open("a", encoding="utf-8", buffering=1)
+
+    def active(job: Job) -> None:
+        ledger.write(f"active {job.queue} {job.id} {job.attempts_made + 1} {pid}\n")
+
+    def completed(job: Job, result: Any) -> None:
+        ledger.write(f"completed {job.queue} {job.id} {pid}\n")
+
+    def on_start(workers: list[Worker]) -> None:
+        services.attach_hooks(workers)
+        for worker in workers:
+            worker.on("active", active)
+            worker.on("completed", completed)
+        ledger.write(f"ready {pid}\n")
+
+    services = await WorkerServices(settings).open()
+    try:
+        await run_workers(settings, queues, registry=services.registry(),
+                          shutdown_timeout=10, on_start=on_start)
+    finally:
+        await services.close()
+        ledger.close()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    asyncio.run(main(json.loads(sys.argv[1]), sys.argv[2].split(","), Path(sys.argv[3])))
