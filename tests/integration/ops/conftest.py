@@ -1,0 +1,69 @@
+"""Fixtures for the operations tests: engine workers with the monitor's recorder, an
+HTTP client on the app (no network), and helpers that put jobs in known states."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from newsletter_queue.api import create_app
+from newsletter_queue.config import Settings
+from newsletter_queue.engine import Worker
+from newsletter_queue.manager import QueueManager
+from newsletter_queue.monitor import MonitorRecorder
+from tests.helpers import wait_for
+
+BASE_URL = "http://127.0.0.1:8000"
+
+
+@pytest.fixture
+async def make_worker(settings: Settings, redis_client: aioredis.Redis
+                      ) -> AsyncIterator[Callable[..., Worker]]:
+    """Engine workers with ``MonitorRecorder`` attached and metrics on; closed at teardown."""
+    workers: list[Worker] = []
+    recorder = MonitorRecorder(redis_client, settings)
+
+    def factory(queue: str, processor: Any, **kwargs: Any) -> Worker:
+        kwargs.setdefault("metrics_max_data_points", 60)
+        worker = Worker(queue, processor, settings=settings, **kwargs)
+        recorder.attach([worker])
+        worker.start()
+        workers.append(worker)
+        return worker
+
+    yield factory
+    await asyncio.gather(*(w.close(2) for w in workers))
+
+
+@pytest.fixture
+async def api_client(settings: Settings, manager: QueueManager
+                     ) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, manager=manager)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+        yield client
+
+
+async def fail_one_job(manager: QueueManager, make_worker: Callable[..., Worker],
+                       queue: str = "ai", message: str = "boom: the provider said no") -> str:
+    """Enqueue one AI job with a single attempt and let a worker fail it for good."""
+    job = await manager.schedule_ai_job("subject-optimization", {
+        "tenantId": "t-1", "type": "subject-optimization", "data": {"subjects": ["Hi"]}},
+        {"attempts": 1, "job_id": "doomed-job"})
+
+    async def explode(job: Any) -> None:
+        await job.log("about to fail")
+        raise ValueError(message)
+
+    make_worker(queue, explode)
+
+    async def failed() -> bool:
+        return (await manager.get_queue_stats(queue)).failed == 1
+
+    await wait_for(failed, message="the job to fail")
+    return job.id
