@@ -130,7 +130,7 @@ function renderCards(data) {
     card.append(h("div", { class: "card-head" },
       h("h3", { id: `card-${name}` }, name), badge));
     if (!m) { card.append(h("p", { class: "muted" }, "No data (Redis unreachable).")); cards.append(card); continue; }
-    if (m.is_paused) card.append(h("p", { class: "paused-flag", "data-testid": `paused-${name}` }, "⏸ Paused"));
+    if (m.is_paused) card.append(h("p", { class: "paused-flag", "data-testid": `paused-${name}` }, "Paused"));
     const dl = h("dl", { class: "counts" });
     for (const s of STATES) {
       dl.append(h("div", {}, h("dt", {}, s), h("dd", { "data-testid": `count-${name}-${s}` },
@@ -188,7 +188,8 @@ function renderChart(container, series, minuteStart, label) {
   svg.append(el("line", { x1: L, x2: L, y1: T, y2: H - B, class: "axis" }));
   svg.append(el("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis" }));
   for (const i of [0, 15, 30, 45, n - 1]) {
-    const t = el("text", { x: x(i), y: H - 6, "text-anchor": "middle" });
+    const anchor = i === 0 ? "start" : i === n - 1 ? "end" : "middle";
+    const t = el("text", { x: x(i), y: H - 6, "text-anchor": anchor });
     t.textContent = i === n - 1 ? "now" : `-${n - 1 - i}m`; svg.append(t);
   }
   series.forEach((s, k) => {
