@@ -30,6 +30,7 @@ from .config import Settings
 from .connection import AnyRedis, connect
 from .engine import Job, UnrecoverableError, Worker
 from .manager import QueueManager
+from .monitor import MonitorRecorder
 from .processors.ai import build_ai_processors
 from .processors.analytics import build_analytics_processors
 from .processors.email import Delivery, EmailProcessor
@@ -164,9 +165,13 @@ class WorkerServices:
         return registry
 
     def attach_hooks(self, workers: Iterable[Worker]) -> None:
-        """Dead letters for failed-for-good jobs; campaign completion for email."""
+        """Dead letters for failed-for-good jobs, campaign completion for email, and the
+        monitor's records (errors stream, processing times)."""
+        workers = list(workers)
         for worker in workers:
             worker.on("failed", self._on_failed)
+        assert self.redis is not None
+        MonitorRecorder(self.redis, self.settings).attach(workers)
 
     async def _on_failed(self, job: Job, error: BaseException) -> None:
         if not is_final_failure(job, error):
