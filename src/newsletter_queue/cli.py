@@ -61,7 +61,7 @@ def _print_json(value: Any) -> None:
 
 def stats_table(stats: dict[str, QueueStats]) -> Table:
     table = Table(title="Queues")
-    table.add_column("queue")
+    table.add_column("queue", no_wrap=True, min_width=9)
     for column in ("waiting", "prioritized", "active", "delayed", "completed", "failed"):
         table.add_column(column, justify="right")
     table.add_column("paused")
@@ -223,7 +223,7 @@ def export_queue(
     if as_json:
         _print_json({"path": str(path), "jobs": lines})
     else:
-        console.print(f"{lines} job(s) written to {path}")
+        console.print(f"{lines} job(s) written to {path}", soft_wrap=True)
 
 
 # --- writes --------------------------------------------------------------------------------

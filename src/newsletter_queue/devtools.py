@@ -325,7 +325,8 @@ def render_report(report: MonitorReport) -> Table:
     for column in ("queue", "health", "waiting", "active", "delayed", "completed", "failed",
                    "done/min", "p95 ms", "workers", "why"):
         table.add_column(column, justify="left" if column in ("queue", "health", "why")
-                         else "right")
+                         else "right", no_wrap=column in ("queue", "health"),
+                         min_width=9 if column == "queue" else None)
     for name, health in report.health.items():
         m = report.queues.get(name)
         style = styles.get(health.status, "")

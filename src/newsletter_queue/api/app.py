@@ -109,10 +109,32 @@ def create_app(settings: Settings | None = None, *, manager: QueueManager | None
 
 async def serve_api(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
                     log_level: str = "info") -> None:
-    """Serve ``create_app(settings)`` with uvicorn until interrupted."""
+    """Serve ``create_app(settings)`` with uvicorn until SIGINT/SIGTERM, then exit cleanly.
+
+    The signals are handled here rather than by uvicorn, which re-raises them after its
+    shutdown and so makes a graceful stop look like a crash (exit status -15).
+    """
+    import asyncio
+    import signal
+
     import uvicorn
 
     app = create_app(settings, host=host)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
                                            access_log=False))
-    await server.serve()
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        server.should_exit = True
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop)
+            installed.append(sig)
+    try:
+        await server.serve()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
