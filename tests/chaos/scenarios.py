@@ -1,0 +1,641 @@
+"""The chaos scenarios of issue 6, shared by ``tests/chaos`` and ``bench/chaos.py``.
+
+Each scenario builds its own ``Stage`` (private Redis, SMTP sink, store, worker
+processes) in ``workdir``, injects its fault, lets the system recover unattended and
+returns a ``ScenarioResult`` with the counts. It asserts nothing: the tests assert on the
+results, the bench prints them. ``QUICK`` sizes and timings keep the test suite fast;
+``FULL`` are the issue's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+import warnings
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil  # type: ignore[import-untyped]
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from newsletter_queue.errors import EvictionPolicyError, NewsletterQueueError
+from newsletter_queue.manager import QueueManager
+from tests.chaos.harness import (
+    PREFIX,
+    TENANT,
+    ScenarioResult,
+    Stage,
+    WorkerConfig,
+    WorkerProcess,
+    account,
+    count_lines_between,
+    wait_until,
+)
+from tests.chaos.ledger import Execution, LedgerView
+from tests.chaos.worker_entry import CHAOS_QUEUE
+
+STALLED_LIMIT_REASON = "job stalled more than allowable limit"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes and timings of a run (``QUICK`` for tests, ``FULL`` for the bench)."""
+
+    name: str
+    jobs: int = 2000
+    job_ms: float = 20
+    recipients: int = 5000
+    concurrency: int = 10
+    crash_at: float = 0.25
+    # (lock duration, stalled interval) in ms for the worker-crash scenario, one run each
+    crash_locks: tuple[tuple[int, int], ...] = ((30_000, 30_000), (5_000, 5_000))
+    # lock settings of the other scenarios
+    lock_ms: int = 5_000
+    stalled_ms: int = 5_000
+    stuck_jobs: int = 10
+    shutdown_timeout_s: float = 30.0
+    graceful_job_ms: float = 50
+    enqueue_rate: float = 500
+    load_s: float = 10
+    kill_window_s: float = 30
+    kill_every_s: float = 2
+    outage_s: float = 60
+    settle_s: float = 180
+    full_watch_s: float = 5
+
+
+QUICK = Profile(
+    name="quick", jobs=2000, recipients=2000, crash_locks=((2_000, 1_000),), lock_ms=2_000,
+    stalled_ms=1_000, shutdown_timeout_s=10, load_s=3, kill_window_s=8, outage_s=10,
+    settle_s=60)
+FULL = Profile(name="full")
+
+
+def _ms(value: int) -> str:
+    return f"{value / 1000:g} s"
+
+
+# --- 1. worker crash ----------------------------------------------------------------------
+async def worker_crash(p: Profile, workdir: Path, lock_ms: int, stalled_ms: int
+                       ) -> ScenarioResult:
+    """SIGKILL the worker process after ~25 % of the work, start a new one at once."""
+    result = ScenarioResult(f"worker-crash (lock {_ms(lock_ms)}, stalled {_ms(stalled_ms)})")
+    cfg = WorkerConfig(concurrency=p.concurrency, lock_ms=lock_ms, stalled_ms=stalled_ms)
+    async with Stage(workdir) as stage:
+        client = stage.redis.client()
+        try:
+            producer = stage.producer()
+            await producer.add_many(p.jobs, ms=p.job_ms)
+            batch_ids, emails = await stage.campaign("crash", p.recipients)
+            ledger = stage.ledger("crash", client)
+            first = stage.worker(cfg)
+
+            async def quarter_done() -> bool:
+                done = await stage.completed_count(client, CHAOS_QUEUE)
+                sent = (await ledger.counts()).sent
+                return done / p.jobs + sent / p.recipients >= 2 * p.crash_at
+
+            await wait_until(quarter_done, timeout=120, interval=0.005,
+                             message="a quarter of the work to be done")
+            killed_at = first.kill()
+            at_kill = await ledger.counts()
+            jobs_done_at_kill = await stage.completed_count(client, CHAOS_QUEUE)
+            second = stage.worker(cfg)
+            states = await stage.settle(
+                client, {CHAOS_QUEUE: list(producer.acks), "email": batch_ids},
+                timeout=(lock_ms + stalled_ms) / 1000 + p.settle_s)
+            final = await ledger.counts()
+            second.terminate()
+            exit_code = await second.wait_exit(cfg.shutdown_timeout_s + 15)
+            assert stage.sink is not None
+            sink = await stage.sink.stop()
+        finally:
+            await client.aclose()
+        view = stage.read_ledger()
+    account(result, states, view)
+    interrupted = view.interrupted_by(first.pid)
+    result.recovery_s = _resumed_within(view, interrupted, killed_at, first.pid)
+    completed_again = [view.first_done_after(e.key, killed_at) for e in interrupted]
+    after = view.done_after(killed_at)
+    result.duplicate_emails = sink.duplicates()
+    result.missing_emails = sink.missing(emails)
+    result.emails_in_flight_at_fault = at_kill.pending
+    result.extra.update({
+        "jobs_in_flight_at_fault": len(interrupted),
+        "batches_in_flight_at_fault": sum(1 for e in interrupted if e.queue == "email"),
+        "recovery_bound_s": (lock_ms + stalled_ms) / 1000,
+        "all_in_flight_completed_s": _latest(completed_again, killed_at),
+        "first_completion_after_fault_s": round(after[0] - killed_at, 2) if after else None,
+        "jobs_done_at_fault": jobs_done_at_kill,
+        "emails_sent_at_fault": at_kill.sent,
+        "emails_sent": final.sent,
+        "ledger_reclaimed": final.reclaimed,
+        "recipients": len(emails),
+        "second_worker_exit": exit_code,
+    })
+    return result
+
+
+# --- 2. crash twice ------------------------------------------------------------------------
+async def crash_twice(p: Profile, workdir: Path) -> ScenarioResult:
+    """Kill the worker while jobs run, then kill the worker that took them over while
+    they run again: with ``max_stalled_count`` 1 they must fail with the stalled-limit
+    reason — in the failed set, the monitor's counts and the dead letters."""
+    result = ScenarioResult("crash-twice (max stalled 1)")
+    cfg = WorkerConfig(concurrency=p.concurrency, lock_ms=p.lock_ms, stalled_ms=p.stalled_ms,
+                       max_stalled=1)
+    window = (p.lock_ms + p.stalled_ms) / 1000
+    async with Stage(workdir, sink=False) as stage:
+        client = stage.redis.client()
+        try:
+            producer = stage.producer()
+            await producer.add_many(p.stuck_jobs, ms=3_600_000)  # never finish by themselves
+            ids = list(producer.acks)
+
+            def all_running_in(pid: int) -> Callable[[], Awaitable[bool]]:
+                async def probe() -> bool:
+                    started = {e.job for e in stage.read_ledger().of_pid(pid)}
+                    return started >= set(ids)
+                return probe
+
+            first = stage.worker(cfg, queues=[CHAOS_QUEUE])
+            await wait_until(all_running_in(first.pid), timeout=60,
+                             message="the first worker to run every job")
+            first_kill = first.kill()
+            second = stage.worker(cfg, queues=[CHAOS_QUEUE])
+            await wait_until(all_running_in(second.pid), timeout=window + 60,
+                             message="the second worker to take every job over")
+            second_kill = second.kill()
+            third = stage.worker(cfg, queues=[CHAOS_QUEUE])
+            states = await stage.settle(client, {CHAOS_QUEUE: ids},
+                                        timeout=window + p.settle_s)
+
+            async def dead_letters() -> list[Any]:
+                letters = await stage.manager.list_dead_letters(len(ids) * 2, CHAOS_QUEUE)
+                mine = [x for x in letters if x.job_id in ids]
+                return mine if len(mine) >= len(ids) else []
+
+            with contextlib.suppress(TimeoutError):
+                await wait_until(dead_letters, timeout=30, message="the dead letters")
+            letters = [x for x in await stage.manager.list_dead_letters(len(ids) * 2,
+                                                                        CHAOS_QUEUE)
+                       if x.job_id in ids]
+            failed_jobs = [j for j in await stage.manager.get_failed_jobs(CHAOS_QUEUE, 1000)
+                           if j.id in ids]
+            stats = await stage.manager.get_queue_stats(CHAOS_QUEUE)
+            third.terminate()
+            exit_code = await third.wait_exit(cfg.shutdown_timeout_s + 15)
+        finally:
+            await client.aclose()
+        view = stage.read_ledger()
+    account(result, states, view)
+    failures = [f for key, recs in view.failed.items() if key[1] in ids for f in recs]
+    if failures and len({f["j"] for f in failures}) == len(ids):
+        result.recovery_s = max(f["t"] for f in failures) - second_kill
+    result.extra.update({
+        "jobs_in_flight_at_fault": len(view.interrupted_by(first.pid)),
+        "jobs_in_flight_at_second_fault": len(view.interrupted_by(second.pid)),
+        "failed_reasons": sorted({j.failed_reason or "" for j in failed_jobs}),
+        "failed_in_monitor": stats.failed,
+        "failed_listed": len(failed_jobs),
+        "dead_letters": len(letters),
+        "dead_letter_errors": sorted({x.error for x in letters}),
+        "final_failures_hooked": sum(1 for f in failures if f.get("final")),
+        "executions_by_third_worker": len(view.of_pid(third.pid)),
+        "recovery_bound_s": window,
+        "faults_at": [round(first_kill, 3), round(second_kill, 3)],
+        "third_worker_exit": exit_code,
+    })
+    return result
+
+
+# --- 3. graceful stop ----------------------------------------------------------------------
+async def graceful_stop(p: Profile, workdir: Path) -> ScenarioResult:
+    """SIGTERM mid-batch: running jobs finish within the shutdown timeout, nothing stalls;
+    a new worker finishes the rest."""
+    result = ScenarioResult(f"graceful-stop (timeout {p.shutdown_timeout_s:g} s)")
+    cfg = WorkerConfig(concurrency=p.concurrency, lock_ms=p.lock_ms, stalled_ms=p.stalled_ms,
+                       shutdown_timeout_s=p.shutdown_timeout_s)
+    slow_ms = p.shutdown_timeout_s * 1000 / 4
+    async with Stage(workdir) as stage:
+        client = stage.redis.client()
+        try:
+            producer = stage.producer()
+            await producer.add_many(3, ms=slow_ms)  # still running when SIGTERM comes
+            await producer.add_many(p.jobs // 2, ms=p.graceful_job_ms)
+            batch_ids, emails = await stage.campaign("graceful", p.recipients)
+            ledger = stage.ledger("graceful", client)
+            first = stage.worker(cfg)
+
+            async def mid_batch() -> bool:
+                return (await ledger.counts()).sent >= p.recipients * p.crash_at
+
+            await wait_until(mid_batch, timeout=120, interval=0.005,
+                             message="a quarter of the campaign to be sent")
+            signalled = first.terminate()
+            at_signal = await ledger.counts()
+            code = await first.wait_exit(p.shutdown_timeout_s + 30)
+            stopped = time.time()
+            after_stop = await ledger.counts()
+            second = stage.worker(cfg)
+            ids = list(producer.acks)
+            states = await stage.settle(client, {CHAOS_QUEUE: ids, "email": batch_ids},
+                                        timeout=p.settle_s)
+            stalled = await _stalled_counters(client, {CHAOS_QUEUE: ids, "email": batch_ids})
+            second.terminate()
+            second_code = await second.wait_exit(cfg.shutdown_timeout_s + 15)
+            assert stage.sink is not None
+            sink = await stage.sink.stop()
+        finally:
+            await client.aclose()
+        view = stage.read_ledger()
+        logs = [line for w in stage.workers for line in w.log_lines()]
+    account(result, states, view)
+    result.duplicate_emails = sink.duplicates()
+    result.missing_emails = sink.missing(emails)
+    result.emails_in_flight_at_fault = at_signal.pending
+    running = [e for e in view.of_pid(first.pid) if e.running_at(signalled)]
+    result.recovery_s = 0.0 if not view.interrupted_by(first.pid) else None
+    result.extra.update({
+        "shutdown_s": round(stopped - signalled, 2),
+        "shutdown_timeout_s": p.shutdown_timeout_s,
+        "exit_code": code,
+        "jobs_running_at_signal": len(running),
+        "jobs_interrupted": len(view.interrupted_by(first.pid)),
+        "jobs_with_stalled_counter": sum(1 for n in stalled.values() if n > 0),
+        "stalled_log_lines": sum(1 for line in logs if " stalled " in line),
+        "claims_pending_after_stop": after_stop.pending,
+        "second_worker_exit": second_code,
+    })
+    return result
+
+
+async def _stalled_counters(client: aioredis.Redis, jobs: dict[str, list[str]]
+                            ) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for queue, ids in jobs.items():
+        pipe = client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(f"{PREFIX}:{queue}:{job_id}", "stc")
+        for job_id, value in zip(ids, await pipe.execute(), strict=True):
+            out[f"{queue}:{job_id}"] = int(value or 0)
+    return out
+
+
+def _resumed_within(view: LedgerView, interrupted: list[Execution], fault_at: float,
+                    dead_pid: int) -> float | None:
+    """Seconds from the fault until every interrupted job was started again by another
+    process (``None`` if one never was)."""
+    restarts = []
+    runs = view.by_job()
+    for ex in interrupted:
+        again = [e.start for e in runs.get(ex.key, [])
+                 if e.pid != dead_pid and e.start >= fault_at]
+        if not again:
+            return None
+        restarts.append(min(again))
+    return max(restarts) - fault_at if restarts else 0.0
+
+
+def _latest(times: list[float | None], since: float) -> float | None:
+    if any(t is None for t in times):
+        return None
+    return round(max((t for t in times if t is not None), default=since) - since, 2)
+
+
+# --- 4. Redis killed (AOF everysec) ------------------------------------------------------------
+AOF_ARGS = ("--appendonly", "yes", "--appendfsync", "everysec")
+
+
+async def _count_at_least(values: Callable[[], int], n: float) -> bool:
+    return values() >= n
+
+
+async def redis_restart(p: Profile, workdir: Path) -> ScenarioResult:
+    """SIGKILL redis-server under ~500 enqueues/s, restart it on the same port and data:
+    the jobs lost are those acknowledged within the last fsync second, nothing else; the
+    worker resumes by itself."""
+    result = ScenarioResult("redis-kill-9 (AOF everysec)")
+    cfg = WorkerConfig(concurrency=p.concurrency, lock_ms=p.lock_ms, stalled_ms=p.stalled_ms)
+    async with Stage(workdir, redis_args=AOF_ARGS, sink=False) as stage:
+        client = stage.redis.client()
+        try:
+            worker = stage.worker(cfg, queues=[CHAOS_QUEUE])
+            await worker.wait_started([CHAOS_QUEUE])
+            producer = stage.producer()
+            stop = asyncio.Event()
+            load = asyncio.create_task(producer.run_paced(p.enqueue_rate, stop, ms=p.job_ms))
+            started = time.time()
+            try:
+                await wait_until(lambda: _count_at_least(
+                    lambda: len(producer.acks), p.enqueue_rate * p.load_s),
+                    timeout=p.load_s * 5, message="the load to run")
+                killed = stage.redis.kill()
+                up = await stage.redis.start()
+                await wait_until(lambda: _count_at_least(
+                    lambda: sum(1 for t in producer.acks.values() if t > up),
+                    p.enqueue_rate * 2), timeout=60, message="enqueues after the restart")
+            finally:
+                stop.set()
+                await load
+            load_s = time.time() - started
+            await client.connection_pool.disconnect()
+            states = await stage.settle(client, {CHAOS_QUEUE: list(producer.acks)},
+                                        timeout=(p.lock_ms + p.stalled_ms) / 1000 + p.settle_s)
+            worker.terminate()
+            exit_code = await worker.wait_exit(cfg.shutdown_timeout_s + 15)
+        finally:
+            await client.aclose()
+        view = stage.read_ledger()
+    account(result, states, view)
+    lost = [job for (_, job), state in states.items()
+            if state not in ("completed", "failed") and not view.done.get((CHAOS_QUEUE, job))]
+    ages = sorted(killed - producer.acks[job] for job in lost)
+    after_up = view.done_after(up)
+    result.recovery_s = after_up[0] - up if after_up else None
+    acks_after = [t for t in producer.acks.values() if t > up]
+    result.extra.update({
+        "lost_acked_at_most_s_before_kill": round(max(ages), 3) if ages else None,
+        "lost_acked_after_kill": sum(1 for a in ages if a < 0),
+        "acked_in_last_second": sum(1 for t in producer.acks.values()
+                                    if killed - 1 <= t <= killed),
+        "jobs_in_flight_at_fault": sum(1 for e in view.executions if e.running_at(killed)),
+        "outage_s": round(up - killed, 2),
+        "producer_resume_s": round(min(acks_after) - up, 2) if acks_after else None,
+        "enqueue_rate": round(len(producer.acks) / load_s, 1),
+        "enqueues_refused": len(producer.refused),
+        "worker_exit": exit_code,
+    })
+    return result
+
+
+# --- 5. dropped connections -----------------------------------------------------------------
+async def dropped_connections(p: Profile, workdir: Path) -> ScenarioResult:
+    """``CLIENT KILL`` every normal and pubsub connection (but the admin's own) every
+    ``kill_every_s`` for ``kill_window_s`` while jobs are enqueued and a campaign sends."""
+    result = ScenarioResult(
+        f"client-kill every {p.kill_every_s:g} s for {p.kill_window_s:g} s")
+    cfg = WorkerConfig(concurrency=p.concurrency, lock_ms=p.lock_ms, stalled_ms=p.stalled_ms)
+    kills: list[tuple[float, int, int]] = []  # (time, connections killed, pending claims)
+    async with Stage(workdir) as stage:
+        client = stage.redis.client()
+        admin = stage.redis.client()
+        try:
+            worker = stage.worker(cfg)
+            await worker.wait_started()
+            producer = stage.producer()
+            stop = asyncio.Event()
+            load = asyncio.create_task(producer.run_paced(p.enqueue_rate, stop, ms=p.job_ms))
+            batch_ids, emails = await stage.campaign("dropped", p.recipients)
+            ledger = stage.ledger("dropped", admin)
+            loop = asyncio.get_running_loop()
+            first_at = loop.time() + p.kill_every_s / 2
+            try:
+                for index in range(int(p.kill_window_s / p.kill_every_s)):
+                    # the fault's own schedule, not a wait for something to happen
+                    await asyncio.sleep(max(first_at + index * p.kill_every_s - loop.time(), 0))
+                    killed = int(await admin.client_kill_filter(_type="normal", skipme=True))
+                    killed += int(await admin.client_kill_filter(_type="pubsub", skipme=True))
+                    at = time.time()
+                    kills.append((at, killed, (await ledger.counts()).pending))
+                last_kill = kills[-1][0]
+                await wait_until(lambda: _count_at_least(
+                    lambda: sum(1 for t in producer.acks.values() if t > last_kill),
+                    p.enqueue_rate), timeout=30, message="enqueues after the last kill")
+            finally:
+                stop.set()
+                await load
+            states = await stage.settle(
+                client, {CHAOS_QUEUE: list(producer.acks), "email": batch_ids},
+                timeout=(p.lock_ms + p.stalled_ms) / 1000 + p.settle_s)
+            final = await ledger.counts()
+            worker.terminate()
+            exit_code = await worker.wait_exit(cfg.shutdown_timeout_s + 15)
+            assert stage.sink is not None
+            sink = await stage.sink.stop()
+        finally:
+            await client.aclose()
+            await admin.aclose()
+        view = stage.read_ledger()
+        log = worker.log_lines()
+    account(result, states, view)
+    resumes = []
+    for at, _, _ in kills:
+        after = view.done_after(at)
+        resumes.append(round(after[0] - at, 2) if after else None)
+    result.recovery_s = (None if any(r is None for r in resumes)
+                         else max((r for r in resumes if r is not None), default=0.0))
+    result.duplicate_emails = sink.duplicates()
+    result.missing_emails = sink.missing(emails)
+    result.emails_in_flight_at_fault = sum(pending for _, _, pending in kills)
+    result.extra.update({
+        "kills": len(kills),
+        "connections_killed": sum(n for _, n, _ in kills),
+        "resume_s_per_kill": resumes,
+        "jobs_in_flight_at_fault": sum(
+            1 for e in view.executions if any(e.running_at(at) for at, _, _ in kills)),
+        "enqueues_refused": len(producer.refused),
+        "emails_sent": final.sent,
+        "worker_errors_logged": sum(1 for line in log if " ERROR " in line),
+        "worker_exit": exit_code,
+    })
+    return result
+
+
+# --- 6. long outage ------------------------------------------------------------------------------
+async def long_outage(p: Profile, workdir: Path) -> ScenarioResult:
+    """Stop Redis for ``outage_s`` with a worker and the dev API running: the worker backs
+    off (CPU and log lines measured), ``/readyz`` answers 503 fast, enqueues fail fast,
+    and everything resumes unattended when Redis is back."""
+    result = ScenarioResult(f"redis-down {p.outage_s:g} s")
+    cfg = WorkerConfig(concurrency=p.concurrency, lock_ms=p.lock_ms, stalled_ms=p.stalled_ms)
+    readyz: list[tuple[float, int | None, float]] = []  # (time, status, seconds)
+    refusals: list[tuple[str, float]] = []
+    async with Stage(workdir, redis_args=AOF_ARGS, sink=False) as stage:
+        client = stage.redis.client()
+        api = stage.api()
+        http = httpx.AsyncClient(base_url=api.base_url, timeout=5) if api else None
+        try:
+            worker = stage.worker(cfg, queues=[CHAOS_QUEUE])
+            await worker.wait_started([CHAOS_QUEUE])
+            if api is not None and http is not None:
+                await api.wait_ready(http)
+            producer = stage.producer()
+            stop = asyncio.Event()
+            load = asyncio.create_task(producer.run_paced(50, stop, ms=p.job_ms))
+            await wait_until(lambda: _count_at_least(lambda: len(producer.acks), 100),
+                             timeout=30, message="jobs before the outage")
+            stop.set()
+            await load
+            await wait_until(lambda: stage.idle(client), timeout=60,
+                             message="the queue to drain before the outage")
+            before = await producer.add(p.job_ms)  # one job the worker has to pick up later
+            process = psutil.Process(worker.pid)
+            stopped = await stage.redis.stop()
+            cpu_before = sum(process.cpu_times()[:2])
+            loop = asyncio.get_running_loop()
+            end_at = loop.time() + p.outage_s
+            while loop.time() < end_at:
+                if http is not None:
+                    began = time.monotonic()
+                    try:
+                        status: int | None = (await http.get("/readyz")).status_code
+                    except httpx.HTTPError:
+                        status = None
+                    readyz.append((time.time(), status, time.monotonic() - began))
+                began = time.monotonic()
+                accepted = await producer.add(p.job_ms)
+                refusals.append((producer.refused[-1][2] if not accepted else "accepted",
+                                 time.monotonic() - began))
+                # the outage's own length, probed once a second
+                await asyncio.sleep(max(min(1.0, end_at - loop.time()), 0))
+            cpu_s = sum(process.cpu_times()[:2]) - cpu_before
+            up = await stage.redis.start()
+            lines = count_lines_between(worker.log_lines(), stopped, up)
+            await client.connection_pool.disconnect()
+            after = await producer.add(p.job_ms)
+            api_back_s = None
+            if http is not None:
+                async def api_ready() -> bool:
+                    assert http is not None
+                    with contextlib.suppress(httpx.HTTPError):
+                        return (await http.get("/readyz")).status_code == 200
+                    return False
+
+                await wait_until(api_ready, timeout=30, message="/readyz to answer 200")
+                api_back_s = round(time.time() - up, 2)
+            states = await stage.settle(client, {CHAOS_QUEUE: list(producer.acks)},
+                                        timeout=(p.lock_ms + p.stalled_ms) / 1000 + p.settle_s)
+            worker.terminate()
+            exit_code = await worker.wait_exit(cfg.shutdown_timeout_s + 15)
+        finally:
+            if http is not None:
+                await http.aclose()
+            await client.aclose()
+        view = stage.read_ledger()
+    account(result, states, view)
+    done_after = view.done_after(up)
+    result.recovery_s = done_after[0] - up if done_after else None
+    outage = up - stopped
+    statuses = sorted({s for _, s, _ in readyz}, key=str)
+    result.extra.update({
+        "outage_s": round(outage, 1),
+        "cpu_s": round(cpu_s, 3),
+        "cpu_pct": round(100 * cpu_s / outage, 2),
+        "log_lines": lines,
+        "log_lines_per_min": round(lines * 60 / outage, 1),
+        "api": "served" if api is not None else "not available",
+        "readyz_statuses": statuses,
+        "readyz_max_ms": round(max((s for _, _, s in readyz), default=0) * 1000, 1),
+        "api_ready_after_s": api_back_s,
+        "enqueue_errors": sorted({kind for kind, _ in refusals}),
+        "enqueue_error_max_ms": round(max((s for _, s in refusals), default=0) * 1000, 1),
+        "enqueued_before_and_after": [before, after],
+        "jobs_in_flight_at_fault": sum(1 for e in view.executions if e.running_at(stopped)),
+        "worker_exit": exit_code,
+    })
+    return result
+
+
+# --- 7. eviction policy and a full Redis -----------------------------------------------------
+async def eviction_policy(p: Profile, workdir: Path) -> ScenarioResult:
+    """``allkeys-lru`` → a warning (``NLQ_STRICT=1``: ``EvictionPolicyError``, also for a
+    worker process); ``noeviction`` with a small ``maxmemory`` filled up → every enqueue
+    either raises ``RedisOutOfMemoryError`` or its job exists; after the memory is
+    raised the worker processes every accepted job."""
+    result = ScenarioResult("eviction-policy + maxmemory full")
+    cfg = WorkerConfig(concurrency=p.concurrency, lock_ms=p.lock_ms, stalled_ms=p.stalled_ms)
+    checks: dict[str, Any] = {}
+    async with Stage(workdir / "lru", sink=False,
+                     redis_args=("--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru")
+                     ) as lru:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            async with QueueManager(lru.settings) as relaxed:
+                checks["lru_warning"] = any(
+                    "allkeys-lru" in str(w.message) for w in caught
+                    if issubclass(w.category, RuntimeWarning))
+                await relaxed.client()
+        strict_settings = lru.settings.model_copy(update={"strict": True})
+        try:
+            await QueueManager(strict_settings).connect()
+            checks["strict_refused"] = None
+        except EvictionPolicyError as exc:
+            checks["strict_refused"] = type(exc).__name__
+        strict_worker = lru.worker(dataclasses.replace(cfg, strict=True), queues=[CHAOS_QUEUE])
+        checks["strict_worker_exit"] = await strict_worker.wait_exit(60)
+        checks["strict_worker_says"] = any("EvictionPolicyError" in line
+                                           for line in strict_worker.log_lines())
+        relaxed_worker = lru.worker(cfg, queues=[CHAOS_QUEUE])
+        await relaxed_worker.wait_started([CHAOS_QUEUE])
+        checks["worker_warning"] = any("maxmemory-policy=allkeys-lru" in line
+                                       for line in relaxed_worker.log_lines())
+        relaxed_worker.terminate()
+        await relaxed_worker.wait_exit(cfg.shutdown_timeout_s + 15)
+
+    async with Stage(workdir / "full", sink=False,
+                     redis_args=("--maxmemory-policy", "noeviction")) as stage:
+        client = stage.redis.client()
+        try:
+            used = int((await client.info("memory"))["used_memory"])
+            await client.config_set("maxmemory", used + 4 * 1024 * 1024)
+            producer = stage.producer()
+            pad = "x" * 4096
+            streak = 0
+            while streak < 20 and producer.issued < 100_000:
+                streak = 0 if await producer.add(0, pad=pad) else streak + 1
+            try:
+                await stage.campaign("oom", 500)
+                checks["campaign_enqueue"] = "accepted"
+            except (NewsletterQueueError, RedisError) as exc:
+                checks["campaign_enqueue"] = type(exc).__name__
+            refused_ids = [job for job, _, _, _ in producer.refused]
+            refused_states = await stage.states(client, CHAOS_QUEUE, refused_ids)
+            accepted_states = await stage.states(client, CHAOS_QUEUE, list(producer.acks))
+            campaign_batches = await client.keys(f"{PREFIX}:email:email-{TENANT}-oom-b*")
+            checks["campaign_batches_stored"] = len([k for k in campaign_batches
+                                                     if str(k).count(":") == 2])
+            worker = stage.worker(cfg, queues=[CHAOS_QUEUE])
+            await worker.wait_started([CHAOS_QUEUE])
+            full_from = time.time()
+            with contextlib.suppress(TimeoutError):
+                await wait_until(lambda: _says(worker, "maxmemory"), timeout=10,
+                                 message="the worker to meet the full Redis")
+            # watch the worker on the full server for a while: the fault's own length
+            await asyncio.sleep(p.full_watch_s)
+            checks["worker_alive_while_full"] = worker.proc.poll() is None
+            await client.config_set("maxmemory", 0)
+            relieved = time.time()
+            full_lines = count_lines_between(worker.log_lines(), full_from, relieved)
+            checks["worker_log_lines_per_min_while_full"] = round(
+                full_lines * 60 / (relieved - full_from), 1)
+            states = await stage.settle(client, {CHAOS_QUEUE: list(producer.acks)},
+                                        timeout=(p.lock_ms + p.stalled_ms) / 1000 + p.settle_s)
+            worker.terminate()
+            exit_code = await worker.wait_exit(cfg.shutdown_timeout_s + 15)
+        finally:
+            await client.aclose()
+        view = stage.read_ledger()
+    account(result, states, view)
+    done_after = view.done_after(relieved)
+    result.recovery_s = done_after[0] - relieved if done_after else None
+    result.extra.update(checks)
+    result.extra.update({
+        "enqueues_refused": len(producer.refused),
+        "refusal_errors": sorted({kind for _, _, kind, _ in producer.refused}),
+        "accepted_missing_while_full": sum(1 for s in accepted_states.values()
+                                           if s == "missing"),
+        "refused_but_stored": sum(1 for s in refused_states.values() if s != "missing"),
+        "worker_exit": exit_code,
+    })
+    return result
+
+
+async def _says(worker: WorkerProcess, text: str) -> bool:
+    return any(text in line for line in worker.log_lines())
