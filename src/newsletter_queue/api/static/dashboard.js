@@ -372,7 +372,7 @@ function renderDeadLetters(letters) {
 
 async function loadMail() {
   const data = await api("/api/dev/mail?limit=30");
-  $("mail-note").textContent = `${data.total} message(s) captured by the dev SMTP sink` +
+  $("mail-note").textContent = `${data.total} recent message(s) kept from the dev SMTP sink` +
     (data.total > data.messages.length ? `; the newest ${data.messages.length} shown.` : ".");
   renderIfChanged("mail", data.messages.map((m) => m.id + m.message_id), () => {
     $("mail-list").replaceChildren(...data.messages.map((m) => h("li", { "data-testid": "mail-item" },
