@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from redis.exceptions import RedisError as RedisPyError
+
 from ..config import Settings
 from ..devtools import DevTools
 from ..errors import RedisUnavailableError
@@ -39,22 +41,24 @@ class ApiContext:
         return self.settings.dev_mode or self.settings.dev_api
 
     async def redis_ready(self) -> None:
-        """Ping Redis within ``REDIS_DEADLINE_S``; raise ``RedisUnavailableError`` if not."""
-        try:
-            client = await asyncio.wait_for(self.manager.client(), REDIS_DEADLINE_S)
-            await asyncio.wait_for(client.ping(), REDIS_DEADLINE_S)
-        except (TimeoutError, OSError) as exc:
-            raise RedisUnavailableError(self.manager.url if self.manager.url != (
-                "(not connected)") else self.settings.masked_redis_url or "(default)",
-                "no answer within the deadline" if isinstance(exc, TimeoutError)
-                else str(exc)) from exc
-        except Exception as exc:
-            from redis.exceptions import RedisError
+        """Ping Redis within ``REDIS_DEADLINE_S`` (connecting included).
 
-            if isinstance(exc, RedisError):
-                raise RedisUnavailableError(self.settings.masked_redis_url or "(default)",
-                                            type(exc).__name__) from exc
+        Raises:
+            RedisUnavailableError: no answer in time, or the connection failed.
+        """
+        try:
+            async with asyncio.timeout(REDIS_DEADLINE_S):
+                client = await self.manager.client()
+                await client.ping()
+        except RedisUnavailableError:
             raise
+        except (TimeoutError, OSError, RedisPyError) as exc:
+            reason = ("no answer within the deadline" if isinstance(exc, TimeoutError)
+                      else type(exc).__name__)
+            url = self.manager.url
+            if url == "(not connected)":
+                url = self.settings.masked_redis_url or "(default)"
+            raise RedisUnavailableError(url, reason) from exc
 
     async def store(self) -> Store:
         """The records store (dead letters): the one handed in, else opened on first use.

@@ -330,3 +330,30 @@ async def test_openapi_schema_lists_the_routes(api_client: httpx.AsyncClient) ->
 def _client(settings: Settings, **kwargs: Any) -> httpx.AsyncClient:
     app = create_app(settings, **kwargs)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
+
+
+async def test_a_redis_that_never_answers_is_503_within_a_second(tmp_path: Path) -> None:
+    """A server that accepts connections but never replies (a hung or black-holed Redis)."""
+    import asyncio
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    silent = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{port}/0", key_prefix="hung",
+                             state_dir=tmp_path)
+    try:
+        async with _client(settings) as client:
+            started = time.monotonic()
+            r = await client.get("/api/dev/queue?action=stats")
+            assert time.monotonic() - started < 1.0
+            assert r.status_code == 503
+            assert "no answer" in r.json()["error"]
+    finally:
+        for writer in held:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()
