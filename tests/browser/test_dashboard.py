@@ -26,6 +26,7 @@ from newsletter_queue.engine import Worker
 from newsletter_queue.manager import QueueManager
 from newsletter_queue.monitor import MonitorRecorder
 from newsletter_queue.services.sink import SmtpSink
+from tests.conftest import make_settings
 from tests.helpers import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -40,8 +41,8 @@ pytestmark = pytest.mark.skipif(
     reason="Chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
 
 
-@pytest.fixture
-async def server(settings: Settings, manager: QueueManager) -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def serve(settings: Settings, manager: QueueManager) -> AsyncIterator[str]:
     """The app served by uvicorn on a free loopback port; yields its base URL."""
     app = create_app(settings, manager=manager)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
@@ -50,10 +51,18 @@ async def server(settings: Settings, manager: QueueManager) -> AsyncIterator[str
     task = asyncio.create_task(srv.serve())
     await wait_for(lambda: _started(srv, task), message="uvicorn to start")
     port = srv.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, 10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def server(settings: Settings, manager: QueueManager) -> AsyncIterator[str]:
+    async with serve(settings, manager) as url:
+        yield url
 
 
 async def _started(srv: uvicorn.Server, task: asyncio.Task[Any]) -> bool:
@@ -176,3 +185,29 @@ async def test_dashboard_shows_redis_and_steers_the_queues(
             await browser.close()
             await worker.close(2)
     assert (SHOTS / "dashboard-1280x800.png").stat().st_size > 10_000
+
+
+async def test_dashboard_asks_for_the_configured_token_before_changing_anything(
+        redis_url: str, prefix: str, tmp_path: Path, redis_client: aioredis.Redis) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    settings = make_settings(redis_url=redis_url, key_prefix=prefix, state_dir=tmp_path,
+                             api_token="dash-token-123")
+    async with QueueManager(settings) as manager, serve(settings, manager) as url, \
+            async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                           args=LAUNCH_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            await page.goto(f"{url}/dashboard")
+            await page.get_by_test_id("pause-ai").click()
+            await page.locator("#confirm").get_by_role("button", name="Confirm").click()
+            token = page.locator("#token-dialog")
+            await expect(token).to_be_visible()
+            assert not await manager.is_paused("ai")  # refused (401) until the token is given
+            await token.get_by_label("Token").fill("dash-token-123")
+            await token.get_by_role("button", name="Save").click()
+            await wait_for(lambda: manager.is_paused("ai"), message="ai paused")
+            await expect(page.get_by_test_id("resume-ai")).to_be_visible()
+        finally:
+            await browser.close()

@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, *, manager: QueueManager | None
     async def access(request: Request, call_next: Any) -> Any:
         server = request.scope.get("server")
         denied = authorize(settings, request.method, server[0] if server else None,
-                           request.headers)
+                           request.headers, request.url.path)
         if denied is not None:
             return error_response(denied.status, denied.message)
         response = await call_next(request)

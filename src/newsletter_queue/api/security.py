@@ -5,7 +5,10 @@ The rule (also in the README, "Operating it"):
 1. The API binds to 127.0.0.1 unless told otherwise. Binding to any other address
    without ``NLQ_API_TOKEN`` is refused at start-up (``check_bind``).
 2. A request that arrives on a non-loopback address needs
-   ``Authorization: Bearer <NLQ_API_TOKEN>`` — every method, every path.
+   ``Authorization: Bearer <NLQ_API_TOKEN>`` — every method, every path except the
+   dashboard's static shell (``/dashboard`` and its CSS/JS), which holds no data: a
+   browser cannot send a bearer header when it loads a page, so the page asks for the
+   token and sends it with every API call it makes.
 3. On loopback, reads (GET/HEAD) are open; every other method (POST …) needs the token
    **when one is configured**. With no token configured, loopback POSTs are allowed —
    that is what lets the dashboard work out of the box — but only from a page of the
@@ -29,6 +32,7 @@ from ..config import Settings
 from ..errors import ConfigurationError
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+STATIC_SHELL = ("/dashboard", "/dashboard/static/")
 
 
 def is_loopback(host: str | None) -> bool:
@@ -72,13 +76,21 @@ class Denied:
     message: str
 
 
+def is_static_shell(method: str, path: str) -> bool:
+    """The dashboard page and its assets: no data in them, readable without a token."""
+    return method.upper() in ("GET", "HEAD") and (
+        path == STATIC_SHELL[0] or path.startswith(STATIC_SHELL[1]))
+
+
 def authorize(settings: Settings, method: str, server_host: str | None,
-              headers: Mapping[str, str]) -> Denied | None:
+              headers: Mapping[str, str], path: str = "") -> Denied | None:
     """Apply the rule above to one request; ``None`` means allowed."""
     local = is_loopback(server_host)
     if local and not is_loopback(_host_only(headers.get("host", ""))):
         return Denied(403, "the Host header must name a loopback host (localhost, "
                            "127.0.0.1 or [::1]) when the API is bound to loopback")
+    if is_static_shell(method, path):
+        return None
     token = settings.api_token
     needs_token = not local or method.upper() not in SAFE_METHODS
     if not needs_token:

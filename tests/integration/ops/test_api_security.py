@@ -86,10 +86,15 @@ async def test_configured_token_is_required_for_posts_on_loopback(
 async def test_every_request_on_a_public_address_needs_the_token(
         with_token: Settings, settings: Settings) -> None:
     async with client_for(with_token, "http://10.1.2.3:8000") as client:
-        for path in ("/healthz", "/metrics", "/api/dev/queue?action=stats", "/dashboard"):
+        for path in ("/healthz", "/metrics", "/api/dev/queue?action=stats",
+                     "/api/dev/mail", "/openapi.json"):
             assert (await client.get(path)).status_code == 401, path
             ok = await client.get(path, headers={"Authorization": f"Bearer {TOKEN}"})
             assert ok.status_code == 200, path
+        # The page shell holds no data; a browser loads it, then sends the token itself.
+        for path in ("/dashboard", "/dashboard/static/dashboard.js"):
+            assert (await client.get(path)).status_code == 200, path
+        assert (await client.post("/dashboard")).status_code == 401
     # A request reaching a non-loopback address of an app without a token is refused,
     # even if the app was (mis)configured as loopback.
     app = create_app(settings)

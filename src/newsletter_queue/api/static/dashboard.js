@@ -424,7 +424,18 @@ function init() {
   $("prev-page").addEventListener("click", () => { state.page = Math.max(1, state.page - 1); loadJobs(); });
   $("next-page").addEventListener("click", () => { state.page += 1; loadJobs(); });
   $("drawer-close").addEventListener("click", closeDrawer);
-  document.addEventListener("keydown", (e) => { if (e.key === "Escape" && !$("drawer").hidden) closeDrawer(); });
+  document.addEventListener("keydown", (e) => {
+    if ($("drawer").hidden) return;
+    if (e.key === "Escape") { closeDrawer(); return; }
+    if (e.key !== "Tab") return;
+    // Keep keyboard focus inside the open drawer (it is a modal dialog).
+    const focusable = [...$("drawer").querySelectorAll("button, summary, [tabindex]")]
+      .filter((el) => !el.disabled && el.offsetParent !== null);
+    if (!focusable.length) return;
+    const first = focusable[0], last = focusable[focusable.length - 1];
+    if (e.shiftKey && document.activeElement === first) { e.preventDefault(); last.focus(); }
+    else if (!e.shiftKey && document.activeElement === last) { e.preventDefault(); first.focus(); }
+  });
   refresh().then(schedule);
 }
 
