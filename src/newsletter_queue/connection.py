@@ -27,6 +27,12 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    ClusterDownError,
+    NoPermissionError,
+    RedisClusterException,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError as RedisPyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -162,8 +168,8 @@ async def check_server(client: AnyRedis, settings: Settings, url: str) -> Server
         info = await asyncio.wait_for(
             client.info(), timeout=settings.redis_connect_timeout_s * 3
         )
-    except (RedisPyError, OSError, TimeoutError) as exc:
-        raise RedisUnavailableError(masked, _describe(exc)) from exc
+    except (RedisPyError, RedisClusterException, OSError, TimeoutError) as exc:
+        raise RedisUnavailableError(masked, _describe(exc, url)) from exc
     if info and all(isinstance(v, dict) for v in info.values()):
         # The cluster client answers {node: info}; the first node speaks for all.
         info = cast(dict[str, Any], next(iter(info.values())))
@@ -210,13 +216,53 @@ async def connect(settings: Settings, *, client_name: str | None = None) -> AnyR
     return client
 
 
-def _describe(exc: BaseException) -> str:
+def is_cluster_outage(exc: BaseException) -> bool:
+    """Whether a cluster client's error means "the cluster cannot be reached now".
+
+    redis-py's cluster client does not raise ``ConnectionError`` when no node answers:
+    it raises ``RedisClusterException`` ("Redis Cluster cannot be connected …"), which
+    is not even a ``redis.RedisError``, and ``ClusterDownError`` (a ``ResponseError``)
+    while the cluster has slots without a primary. Both pass once the cluster is back.
+    """
+    if isinstance(exc, ClusterDownError):
+        return True
+    return isinstance(exc, RedisClusterException) and "cannot be connected" in str(exc)
+
+
+def _describe(exc: BaseException, url: str | None = None) -> str:
     text = str(exc) or type(exc).__name__
     # redis-py messages may embed the URL; never echo a password back.
-    return mask_url(text) if "://" in text else text
+    text = mask_url(text) if "://" in text else text
+    if isinstance(exc, AuthenticationError):
+        # Without a password Redis answers "HELLO must be called with the client already
+        # authenticated…", which does not say what to do.
+        if url is None:
+            hint = "check the username and password in the Redis URL"
+        elif _has_password(url):
+            hint = "the username or password was refused, or the user is disabled"
+        else:
+            hint = ("the server requires a password and the URL gives none; use "
+                    "redis://user:password@host:port")
+        return f"authentication failed: {hint} (server said: {text})"
+    if isinstance(exc, NoPermissionError):
+        return f"permission denied by the server's ACL: {text}"
+    if isinstance(exc, RedisClusterException) and "Cluster mode is not enabled" in text:
+        # redis-py says this too when the node refuses CLUSTER SLOTS to an ACL user.
+        return (f"{text} (is it a cluster node? an ACL user also needs +cluster|slots "
+                "and +command)")
+    return text
+
+
+def _has_password(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:
+        return False
 
 
 def unavailable(settings: Settings, exc: BaseException, url: str | None = None) -> Exception:
     """Wrap a redis-py connection error as ``RedisUnavailableError`` (masked URL)."""
     target = url or (settings.redis_url.get_secret_value() if settings.redis_url else "?")
-    return RedisUnavailableError(mask_url(target), _describe(exc))
+    return RedisUnavailableError(mask_url(target), _describe(exc, target))

@@ -31,7 +31,13 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .config import Settings, load_settings, mask_url
-from .connection import AnyRedis, check_server, create_redis, resolve_redis_url
+from .connection import (
+    AnyRedis,
+    check_server,
+    create_redis,
+    is_cluster_outage,
+    resolve_redis_url,
+)
 from .errors import (
     FieldError,
     JobNotFoundError,
@@ -249,8 +255,10 @@ class QueueManager:
             yield client
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise RedisUnavailableError(self.url, str(exc) or type(exc).__name__) from exc
-        except ResponseError as exc:
-            if str(exc).startswith("OOM"):
+        except Exception as exc:
+            if is_cluster_outage(exc):
+                raise RedisUnavailableError(self.url, str(exc)) from exc
+            if isinstance(exc, ResponseError) and str(exc).startswith("OOM"):
                 raise RedisOutOfMemoryError(self.url, str(exc)) from exc
             raise
 

@@ -26,11 +26,47 @@ NODES = 3
 class LocalCluster:
     ports: list[int]
     processes: list[subprocess.Popen[bytes]]
+    base: Path
 
     @property
     def url(self) -> str:
         """A seed URL (the cluster client discovers the other nodes)."""
         return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def stop(self) -> None:
+        """Kill every node (SIGKILL: an outage, not a shutdown)."""
+        for proc in self.processes:
+            proc.kill()
+        for proc in self.processes:
+            proc.wait()
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the stopped nodes again on the same ports with their ``nodes.conf`` (the
+        cluster re-forms, empty: nothing is persisted); wait for ``cluster_state:ok``."""
+        self.processes[:] = [_start_node(port, self.base / str(port)) for port in self.ports]
+        _wait_ready(self, timeout)
+
+
+def _start_node(port: int, node_dir: Path) -> subprocess.Popen[bytes]:
+    node_dir.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir),
+         "--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"),
+         "--cluster-node-timeout", "5000", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_ready(cluster: LocalCluster, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for port, proc in zip(cluster.ports, cluster.processes, strict=True):
+        while not _answers(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"cluster node on port {port} did not start")
+            time.sleep(0.02)
+    while not all(_state_ok(p) for p in cluster.ports):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the cluster did not reach cluster_state:ok")
+        time.sleep(0.05)
 
 
 def missing_tools() -> str | None:
@@ -73,19 +109,12 @@ def _state_ok(port: int) -> bool:
 @contextlib.contextmanager
 def local_cluster(base: Path, timeout: float = 30.0) -> Iterator[LocalCluster]:
     ports = _cluster_ports(NODES)
-    processes: list[subprocess.Popen[bytes]] = []
+    cluster = LocalCluster(ports, [], base)
     try:
         for port in ports:
-            node_dir = base / str(port)
-            node_dir.mkdir(parents=True)
-            processes.append(subprocess.Popen(
-                ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                 "--dir", str(node_dir), "--cluster-enabled", "yes",
-                 "--cluster-config-file", str(node_dir / "nodes.conf"),
-                 "--cluster-node-timeout", "5000", "--save", "", "--appendonly", "no"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            cluster.processes.append(_start_node(port, base / str(port)))
         deadline = time.monotonic() + timeout
-        for port, proc in zip(ports, processes, strict=True):
+        for port, proc in zip(ports, cluster.processes, strict=True):
             while not _answers(port):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"cluster node on port {port} did not start")
@@ -94,16 +123,10 @@ def local_cluster(base: Path, timeout: float = 30.0) -> Iterator[LocalCluster]:
             ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
              "--cluster-replicas", "0", "--cluster-yes"],
             check=True, capture_output=True, timeout=timeout)
-        while not all(_state_ok(p) for p in ports):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the cluster did not reach cluster_state:ok")
-            time.sleep(0.05)
-        yield LocalCluster(ports, processes)
+        _wait_ready(cluster, timeout)
+        yield cluster
     finally:
-        for proc in processes:
-            proc.kill()
-        for proc in processes:
-            proc.wait()
+        cluster.stop()
 
 
 def _answers(port: int) -> bool:

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
+from pydantic import SecretStr
 from redis.asyncio.cluster import RedisCluster
 
 from newsletter_queue.config import Settings
@@ -30,6 +32,7 @@ from newsletter_queue.workers import start_workers, stop_workers
 from tests.cluster.redcluster import LocalCluster
 from tests.conftest import make_settings
 from tests.helpers import wait_for
+from tests.security.acl import CLUSTER_COMMANDS, acl_rules
 
 REPO = Path(__file__).resolve().parents[2]
 FAST_MAIL = {"emails_per_second": 100_000, "emails_per_second_per_tenant": 100_000}
@@ -227,6 +230,49 @@ async def test_four_worker_processes_on_two_queues_run_every_job_once(
     assert sink.handler.duplicates() == 0
     assert len(sink.handler.counts) == 600
     assert stats["email"].failed == stats["ai"].failed == 0
+
+
+async def test_prefix_limited_acl_user_on_every_node(
+    cluster: LocalCluster, tagged_prefix: str, cluster_state: Path, sink: SmtpSink
+) -> None:
+    """The documented ACL plus +cluster|slots +command, set on each node (ACLs are
+    per node): enqueue, process and monitor, with every node's ACL LOG empty."""
+    admins = [aioredis.Redis(port=port, decode_responses=True) for port in cluster.ports]
+    try:
+        for admin in admins:
+            await admin.execute_command("ACL", "SETUSER", "nlq", *acl_rules(
+                [f"{tagged_prefix}:*"], password="pw", extra=CLUSTER_COMMANDS))
+            await admin.execute_command("ACL", "LOG", "RESET")
+        settings = cluster_settings(cluster, tagged_prefix, cluster_state).model_copy(
+            update={"redis_url": SecretStr(f"redis://nlq:pw@127.0.0.1:{cluster.ports[1]}/0")})
+        async with QueueManager(settings) as manager:
+            services = await WorkerServices(settings, smtp_url=sink.url).open()
+            try:
+                await manager.schedule_email_job("transactional", {
+                    "campaignId": "tx", "tenantId": "t3",
+                    "recipients": [{"email": f"u{i}@example.com"} for i in range(5)],
+                    "content": {"subject": "Hi", "text": "Hello"}})
+                await manager.schedule_ai_job("subject-optimization", {
+                    "tenantId": "t3", "type": "subject-optimization",
+                    "data": {"subjects": ["Hello"]}})
+                workers = start_workers(settings=settings, registry=services.registry())
+                services.attach_hooks(workers)
+                await asyncio.wait_for(sink.handler.wait_for_total(5), 30)
+
+                async def finished() -> bool:
+                    s = await manager.get_all_queue_stats()
+                    return s["email"].completed == 1 and s["ai"].completed == 1
+
+                await wait_for(finished, timeout=30, message="both jobs to complete")
+                assert (await manager.health_check()).healthy
+            finally:
+                await stop_workers(10)
+                await services.close()
+        for admin in admins:
+            assert await admin.acl_log() == []
+    finally:
+        for admin in admins:
+            await admin.aclose()
 
 
 async def test_blocking_client_waits_beyond_the_default_socket_timeout_on_a_cluster(
