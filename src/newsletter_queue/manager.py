@@ -27,6 +27,7 @@ from bullmq import Queue
 from pydantic import TypeAdapter, ValidationError
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOOMError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -258,7 +259,10 @@ class QueueManager:
         except Exception as exc:
             if is_cluster_outage(exc):
                 raise RedisUnavailableError(self.url, str(exc)) from exc
-            if isinstance(exc, ResponseError) and str(exc).startswith("OOM"):
+            # redis-py 8 raises OutOfMemoryError with the "OOM" code stripped; older
+            # versions (and errors inside scripts) keep it in the message.
+            if isinstance(exc, RedisOOMError) or (
+                    isinstance(exc, ResponseError) and "OOM command not allowed" in str(exc)):
                 raise RedisOutOfMemoryError(self.url, str(exc)) from exc
             raise
 

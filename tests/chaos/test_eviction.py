@@ -43,10 +43,6 @@ async def test_eviction_policy_is_refused_or_warned_and_a_full_redis_drops_nothi
     assert r.recovery_s is not None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "manager.QueueManager._redis only translates ResponseError messages starting with "
-    "'OOM'; redis-py 8 raises redis.exceptions.OutOfMemoryError whose message has the "
-    "'OOM' code stripped, so callers get the raw redis-py error"))
 async def test_a_full_redis_raises_redis_out_of_memory_error(tmp_path: Path) -> None:
     async with Stage(tmp_path, sink=False, redis_args=("--maxmemory-policy", "noeviction")
                      ) as stage:
@@ -64,10 +60,6 @@ async def test_a_full_redis_raises_redis_out_of_memory_error(tmp_path: Path) -> 
                         "data": {"i": i, "pad": "x" * 4096}})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine.Worker._slot logs a full traceback per slot per second for any "
-    "non-connection error, so a full Redis (OOM on moveToActive) floods the log: "
-    "~13,000 lines a minute at concurrency 10"))
 async def test_a_worker_on_a_full_redis_does_not_flood_its_log(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     async with Stage(tmp_path, sink=False, redis_args=("--maxmemory-policy", "noeviction")

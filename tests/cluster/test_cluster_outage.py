@@ -114,11 +114,6 @@ async def test_worker_resumes_by_itself_after_a_cluster_outage(
     assert done == [first.id, second.id]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: health.is_connection_error() does not know the cluster client's outage "
-    "errors, so a worker logs 'unexpected error while fetching jobs' with a traceback "
-    "every second instead of backing off quietly through Health; fix: treat "
-    "connection.is_cluster_outage(exc) as a connection error"))
 async def test_engine_treats_a_cluster_outage_as_a_connection_error(
     cluster: LocalCluster, tagged_prefix: str, cluster_state: Path
 ) -> None:

@@ -25,6 +25,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..connection import is_cluster_outage
+
 log = logging.getLogger(__name__)
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -41,7 +43,51 @@ REMINDER_EVERY_S = 30.0
 
 
 def is_connection_error(exc: BaseException) -> bool:
-    return isinstance(exc, CONNECTION_ERRORS)
+    """Errors that mean "Redis cannot be reached now" (wait for it, quietly)."""
+    return isinstance(exc, CONNECTION_ERRORS) or is_cluster_outage(exc)
+
+
+class ThrottledErrors:
+    """Logs a repeating error once, then a count every ``every_s`` seconds.
+
+    A worker that meets the same non-connection error on every turn (a full Redis
+    refusing writes, a broken script) must not write a traceback per slot per second:
+    the first occurrence is logged with its traceback, repeats are counted and
+    summarised. The pause between attempts doubles up to ``max_pause_s``.
+    """
+
+    def __init__(self, queue: str, every_s: float = REMINDER_EVERY_S,
+                 first_pause_s: float = 1.0, max_pause_s: float = 10.0) -> None:
+        self.queue = queue
+        self.every_s = every_s
+        self.first_pause_s = first_pause_s
+        self.max_pause_s = max_pause_s
+        self._last_logged: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._streak = 0
+
+    def record(self, what: str, exc: BaseException) -> float:
+        """Log (or count) ``exc``; returns how long the caller should pause."""
+        key = f"{type(exc).__name__}: {str(exc)[:200]}"
+        now = asyncio.get_running_loop().time()
+        last = self._last_logged.get(key)
+        if last is None:
+            log.error("queue %s: unexpected error while %s", self.queue, what, exc_info=exc)
+            self._last_logged[key] = now
+        elif now - last >= self.every_s:
+            log.error("queue %s: still failing while %s (%d more times in %.0f s): %s",
+                      self.queue, what, self._suppressed.get(key, 0) + 1, now - last, key)
+            self._last_logged[key] = now
+            self._suppressed[key] = 0
+        else:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+        pause: float = min(self.first_pause_s * 2.0 ** self._streak, self.max_pause_s)
+        self._streak += 1
+        return pause
+
+    def ok(self) -> None:
+        """A turn succeeded: the next error starts a new streak (short pause)."""
+        self._streak = 0
 
 
 class Health:

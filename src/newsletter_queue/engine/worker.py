@@ -46,7 +46,7 @@ from .errors import UnrecoverableError
 from .events import Hook, Hooks
 from .executors import Processor, ProcessorExecutor, ProcessorRouter, is_async_callable
 from .fetcher import Fetcher
-from .health import Health, is_connection_error
+from .health import Health, ThrottledErrors, is_connection_error
 from .job import Job
 from .keys import QueueKeys
 from .maintenance import LockKeeper
@@ -152,6 +152,7 @@ class Worker:
         self._commands: QueueCommands | None = None
         self._fetcher: Fetcher | None = None
         self._health: Health | None = None
+        self._errors = ThrottledErrors(queue, first_pause_s=_ERROR_PAUSE_S)
         self._scheduler: SchedulerBridge | None = None
         self._slots: list[asyncio.Task[None]] = []
         self._background: list[asyncio.Task[None]] = []
@@ -367,6 +368,7 @@ class Worker:
                         return
                     job = self._make_job(nxt, token)
                 job = await self._process(job, packed)
+                self._errors.ok()
             except Exception as exc:
                 job = None
                 fetcher.note_unknown()  # markers may have been consumed: look, don't wait
@@ -374,10 +376,10 @@ class Worker:
                     if not await health.wait_up(exc, "fetching jobs"):
                         return
                     continue
-                log.exception("queue %s: unexpected error while fetching jobs", self.queue)
+                pause = self._errors.record("fetching jobs", exc)
                 await self._emit("error", exc)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), _ERROR_PAUSE_S)
+                    await asyncio.wait_for(self._closing.wait(), pause)
 
     def _make_job(self, nxt: NextJob, token: str) -> Job:
         raw = nxt.raw or []
