@@ -27,12 +27,21 @@ from email.utils import formataddr, formatdate, parseaddr
 from typing import Any
 from urllib.parse import urlencode
 
-from jinja2 import StrictUndefined, Template, TemplateError
+from jinja2 import DictLoader, StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..jobs import Recipient
 
 _TAGS = re.compile(r"<[^>]+>")
+# RFC 5322 field names: printable ASCII except ':' (and so no space).
+_FIELD_NAME = re.compile(r"[!-9;-~]+")
+# Headers every message gets (or that would add or hide addressees): a campaign's custom
+# headers may not repeat them.
+_OWN_HEADERS = frozenset({
+    "from", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version", "reply-to",
+    "sender", "return-path", "list-unsubscribe", "list-unsubscribe-post", "x-campaign-id",
+    "x-tenant-id", "content-type", "content-transfer-encoding", "content-disposition",
+})
 _SPACE = re.compile(r"[ \t]+")
 
 
@@ -56,12 +65,20 @@ class Content:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+# A loader with no templates: without one, {% include %}, {% import %} and {% extends %}
+# raise TypeError ("no loader") instead of a TemplateError, and a job failed that way is
+# retried as if the failure were transient.
+_NO_TEMPLATES = DictLoader({})
+
+
 def _html_env() -> SandboxedEnvironment:
-    return SandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
+    return SandboxedEnvironment(autoescape=True, undefined=StrictUndefined,
+                                loader=_NO_TEMPLATES)
 
 
 def _plain_env() -> SandboxedEnvironment:
-    return SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+    return SandboxedEnvironment(autoescape=False, undefined=StrictUndefined,
+                                loader=_NO_TEMPLATES)
 
 
 _HTML_ENV = _html_env()
@@ -117,6 +134,13 @@ class CompiledCampaign:
             if any(c in f"{name}{value}" for c in "\r\n\0") or ":" in name:
                 raise ContentError(f"campaign {campaign_id!r}: header {name!r} contains a "
                                    "line break or ':' (header injection refused)")
+        for name in content.headers:
+            if not _FIELD_NAME.fullmatch(name) or name.lower() in _OWN_HEADERS:
+                raise ContentError(
+                    f"campaign {campaign_id!r}: custom header {name!r} refused: it must be "
+                    "printable ASCII without spaces and not one the message already has "
+                    "(From, To, Cc, Bcc, Subject, Reply-To, Content-* …) (header injection "
+                    "refused)")
         self._extra_headers = [(k, _encode_header(v)) for k, v in content.headers.items()]
         try:
             self._subject: Template = _PLAIN_ENV.from_string(content.subject)
@@ -152,9 +176,9 @@ class CompiledCampaign:
             text = self._text.render(context) if self._text else html_to_text(html or "")
         except TemplateError as exc:
             raise RenderError(f"template error for {recipient.email}: {exc}") from None
-        if "\r" in subject or "\n" in subject:
+        if "\r" in subject or "\n" in subject or "\0" in subject:
             raise RenderError(f"rendered subject for {recipient.email} contains a line "
-                              "break (header injection refused)")
+                              "break or NUL (header injection refused)")
         for label, raw in (("name", recipient.name or ""), ("email", recipient.email)):
             if "\r" in raw or "\n" in raw:
                 raise RenderError(f"recipient {label} contains a line break (header "
