@@ -237,7 +237,7 @@ class WorkerProcess:
     def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
         self.proc = proc
         self.log = log
-        self.started_at = time.time()
+        self.spawned_at = time.time()
 
     @property
     def pid(self) -> int:
@@ -259,6 +259,17 @@ class WorkerProcess:
         if not self.log.exists():
             return []
         return self.log.read_text(encoding="utf-8", errors="replace").splitlines()
+
+    def started_at(self, queues: Iterable[str] = QUEUES) -> float | None:
+        """When the last of ``queues`` logged "started" (wall clock), if all did."""
+        stamps = []
+        for queue in queues:
+            found = [_stamp(line) for line in self.log_lines()
+                     if f"started on queue {queue} " in line]
+            if not found or found[0] is None:
+                return None
+            stamps.append(found[0])
+        return max(stamps) if stamps else None
 
     async def wait_started(self, queues: Iterable[str] = QUEUES, timeout: float = 60) -> None:
         names = list(queues)
@@ -597,15 +608,19 @@ def account(result: ScenarioResult, states: dict[tuple[str, str], str], view: Le
         result.extra["ledger_torn_lines"] = view.broken_lines
 
 
-def count_lines_between(lines: Sequence[str], start: float, end: float) -> int:
+def count_lines_between(lines: Sequence[str], start: float, end: float, *,
+                        records_only: bool = False) -> int:
     """Log lines written in [start, end] (wall-clock seconds), by their ``asctime``
-    stamp; a line without one (a traceback) belongs to the record above it."""
+    stamp; a line without one (a traceback) belongs to the record above it, and is not
+    counted with ``records_only``."""
     count = 0
     current: float | None = None
     for line in lines:
         stamp = _stamp(line)
         if stamp is not None:
             current = stamp
+        elif records_only:
+            continue
         if current is not None and start <= current <= end:
             count += 1
     return count

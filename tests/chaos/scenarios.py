@@ -55,9 +55,9 @@ class Profile:
     crash_at: float = 0.25
     # (lock duration, stalled interval) in ms for the worker-crash scenario, one run each
     crash_locks: tuple[tuple[int, int], ...] = ((30_000, 30_000), (5_000, 5_000))
-    # lock settings of the other scenarios
-    lock_ms: int = 5_000
-    stalled_ms: int = 5_000
+    # lock settings of the other scenarios (FULL: the production defaults)
+    lock_ms: int = 30_000
+    stalled_ms: int = 30_000
     stuck_jobs: int = 10
     shutdown_timeout_s: float = 30.0
     graceful_job_ms: float = 50
@@ -67,13 +67,13 @@ class Profile:
     kill_every_s: float = 2
     outage_s: float = 60
     settle_s: float = 180
-    full_watch_s: float = 5
+    full_watch_s: float = 30
 
 
 QUICK = Profile(
     name="quick", jobs=2000, recipients=2000, crash_locks=((2_000, 1_000),), lock_ms=2_000,
     stalled_ms=1_000, shutdown_timeout_s=10, load_s=3, kill_window_s=8, outage_s=10,
-    settle_s=60)
+    settle_s=60, full_watch_s=2)
 FULL = Profile(name="full")
 
 
@@ -130,6 +130,7 @@ async def worker_crash(p: Profile, workdir: Path, lock_ms: int, stalled_ms: int
         "jobs_in_flight_at_fault": len(interrupted),
         "batches_in_flight_at_fault": sum(1 for e in interrupted if e.queue == "email"),
         "recovery_bound_s": (lock_ms + stalled_ms) / 1000,
+        "replacement_started_s": _since(second.started_at(), killed_at),
         "all_in_flight_completed_s": _latest(completed_again, killed_at),
         "first_completion_after_fault_s": round(after[0] - killed_at, 2) if after else None,
         "jobs_done_at_fault": jobs_done_at_kill,
@@ -238,8 +239,8 @@ async def graceful_stop(p: Profile, workdir: Path) -> ScenarioResult:
 
             await wait_until(mid_batch, timeout=120, interval=0.005,
                              message="a quarter of the campaign to be sent")
-            signalled = first.terminate()
             at_signal = await ledger.counts()
+            signalled = first.terminate()
             code = await first.wait_exit(p.shutdown_timeout_s + 30)
             stopped = time.time()
             after_stop = await ledger.counts()
@@ -303,6 +304,10 @@ def _resumed_within(view: LedgerView, interrupted: list[Execution], fault_at: fl
     return max(restarts) - fault_at if restarts else 0.0
 
 
+def _since(t: float | None, since: float) -> float | None:
+    return None if t is None else round(t - since, 2)
+
+
 def _latest(times: list[float | None], since: float) -> float | None:
     if any(t is None for t in times):
         return None
@@ -361,15 +366,21 @@ async def redis_restart(p: Profile, workdir: Path) -> ScenarioResult:
     result.recovery_s = after_up[0] - up if after_up else None
     acks_after = [t for t in producer.acks.values() if t > up]
     result.extra.update({
+        "note": "with appendfsync everysec Redis may reply before its AOF write while a "
+                "background fsync runs (the write waits up to 2 s), so SIGKILL can lose "
+                "writes acknowledged just before it: new jobs, and completions",
         "lost_acked_at_most_s_before_kill": round(max(ages), 3) if ages else None,
         "lost_acked_after_kill": sum(1 for a in ages if a < 0),
         "acked_in_last_second": sum(1 for t in producer.acks.values()
                                     if killed - 1 <= t <= killed),
         "jobs_in_flight_at_fault": sum(1 for e in view.executions if e.running_at(killed)),
+        "completed_in_fsync_window": sum(
+            1 for times in view.done.values() if any(killed - 2 <= t <= killed for t in times)),
         "outage_s": round(up - killed, 2),
         "producer_resume_s": round(min(acks_after) - up, 2) if acks_after else None,
         "enqueue_rate": round(len(producer.acks) / load_s, 1),
         "enqueues_refused": len(producer.refused),
+        "refusal_errors": sorted({kind for _, _, kind, _ in producer.refused}),
         "worker_exit": exit_code,
     })
     return result
@@ -441,6 +452,7 @@ async def dropped_connections(p: Profile, workdir: Path) -> ScenarioResult:
         "jobs_in_flight_at_fault": sum(
             1 for e in view.executions if any(e.running_at(at) for at, _, _ in kills)),
         "enqueues_refused": len(producer.refused),
+        "refusal_errors": sorted({kind for _, _, kind, _ in producer.refused}),
         "emails_sent": final.sent,
         "worker_errors_logged": sum(1 for line in log if " ERROR " in line),
         "worker_exit": exit_code,
@@ -612,9 +624,15 @@ async def eviction_policy(p: Profile, workdir: Path) -> ScenarioResult:
             checks["worker_alive_while_full"] = worker.proc.poll() is None
             await client.config_set("maxmemory", 0)
             relieved = time.time()
-            full_lines = count_lines_between(worker.log_lines(), full_from, relieved)
-            checks["worker_log_lines_per_min_while_full"] = round(
-                full_lines * 60 / (relieved - full_from), 1)
+            lines = worker.log_lines()
+            full_lines = count_lines_between(lines, full_from, relieved)
+            records = count_lines_between(lines, full_from, relieved, records_only=True)
+            checks.update({
+                "full_watched_s": round(relieved - full_from, 1),
+                "worker_log_records_while_full": records,
+                "worker_log_lines_while_full": full_lines,
+                "worker_log_lines_per_min_while_full": round(
+                    full_lines * 60 / (relieved - full_from), 1)})
             states = await stage.settle(client, {CHAOS_QUEUE: list(producer.acks)},
                                         timeout=(p.lock_ms + p.stalled_ms) / 1000 + p.settle_s)
             worker.terminate()

@@ -32,9 +32,10 @@ async def test_eviction_policy_is_refused_or_warned_and_a_full_redis_drops_nothi
     # noeviction, full: enqueues were refused to the caller, and no call was silent —
     # every acknowledged job exists, no refused one does, no campaign half-enqueued.
     assert r.extra["enqueues_refused"] >= 1
+    assert r.extra["refusal_errors"] == ["RedisOutOfMemoryError"]
+    assert r.extra["campaign_enqueue"] == "RedisOutOfMemoryError"
     assert r.extra["accepted_missing_while_full"] == 0
     assert r.extra["refused_but_stored"] == 0
-    assert r.extra["campaign_enqueue"] != "accepted"
     assert r.extra["campaign_batches_stored"] == 0
     # The worker survived the full server and, once memory was raised, ran every job.
     assert r.extra["worker_alive_while_full"] is True
