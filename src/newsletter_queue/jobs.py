@@ -148,7 +148,7 @@ class EmailJobData(WireModel):
     campaign_id: str = Field(pattern=_ID_PATTERN)
     tenant_id: str = Field(pattern=_ID_PATTERN)
     recipients: list[Recipient] = Field(min_length=1)
-    batch_size: int | None = Field(default=None, ge=1, le=1000)
+    batch_size: int | None = Field(default=None, ge=1, le=1000, strict=True)
     content: EmailContent | None = None
 
 
@@ -207,8 +207,13 @@ class TrackingEvent(WireModel):
 JobModel = TypeVar("JobModel", EmailJobData, AnalyticsJobData, AIJobData)
 
 
+_MAX_PATH_PARTS = 2 * _MAX_NESTING  # deeper data still gets a readable path
+
+
 def _path(loc: tuple[int | str, ...], model: type[BaseModel]) -> str:
     out = ""
+    if len(loc) > _MAX_PATH_PARTS:
+        loc = (*loc[:_MAX_PATH_PARTS], "…")
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypedDict, cast
 
@@ -116,26 +116,64 @@ def to_bullmq_options(opts: Mapping[str, Any] | None) -> dict[str, Any]:
             problems.append(FieldError(f"opts.{key}", f"unknown option; known: "
                                        f"{', '.join(_OPTION_NAMES)}"))
             continue
-        if key == "delay" and (not isinstance(value, int) or value < 0):
-            problems.append(FieldError("opts.delay", "must be an integer ≥ 0 (ms)"))
-        elif key == "priority" and (not isinstance(value, int)
-                                    or not 0 <= value <= MAX_PRIORITY):
-            problems.append(FieldError("opts.priority", f"must be 0..{MAX_PRIORITY}"))
-        elif key == "attempts" and (not isinstance(value, int) or value < 1):
-            problems.append(FieldError("opts.attempts", "must be an integer ≥ 1"))
-        elif key == "job_id" and not _valid_job_id(value):
-            problems.append(FieldError(
-                "opts.job_id", "must be a non-numeric string without ':' (max 200 chars)"
-            ))
+        problem = _OPTION_CHECKS[key](value)
+        if problem:
+            problems.append(FieldError(f"opts.{key}", problem))
         out[_OPTION_NAMES[key]] = value
     if problems:
         raise JobValidationError("JobOptions", problems)
     return out
 
 
+def _is_int(value: Any, low: int, high: int | None = None) -> bool:
+    """An integer (not a bool) in ``low..high``."""
+    return (isinstance(value, int) and not isinstance(value, bool) and value >= low
+            and (high is None or value <= high))
+
+
 def _valid_job_id(value: Any) -> bool:
     return (isinstance(value, str) and 0 < len(value) <= 200 and ":" not in value
             and not value.isdigit() and value.isprintable())
+
+
+def _check_backoff(value: Any) -> str | None:
+    message = ("must be a delay in ms (integer ≥ 0) or {type, delay?, jitter?} with a "
+               "non-empty type, an integer delay ≥ 0 and a jitter in 0..1")
+    if _is_int(value, 0):
+        return None
+    if not isinstance(value, Mapping) or set(value) - {"type", "delay", "jitter"}:
+        return message
+    kind, delay, jitter = value.get("type"), value.get("delay", 0), value.get("jitter", 0)
+    jitter_ok = (isinstance(jitter, int | float) and not isinstance(jitter, bool)
+                 and 0 <= jitter <= 1)
+    if not (isinstance(kind, str) and kind and _is_int(delay, 0) and jitter_ok):
+        return message
+    return None
+
+
+def _check_keep(value: Any) -> str | None:
+    """removeOnComplete/removeOnFail: a bool, a count, or {age?, count?, limit?}."""
+    if isinstance(value, bool) or _is_int(value, 0):
+        return None
+    if (isinstance(value, Mapping) and not set(value) - {"age", "count", "limit"}
+            and all(_is_int(v, 0) for v in value.values())):
+        return None
+    return ("must be true/false, a number of jobs to keep (≥ 0) or {age?, count?, limit?} "
+            "with integers ≥ 0 (age in seconds)")
+
+
+_OPTION_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "job_id": lambda v: None if _valid_job_id(v) else
+    "must be a non-numeric string without ':' (max 200 chars)",
+    "delay": lambda v: None if _is_int(v, 0) else "must be an integer ≥ 0 (ms)",
+    "priority": lambda v: None if _is_int(v, 0, MAX_PRIORITY) else
+    f"must be an integer 0..{MAX_PRIORITY}",
+    "attempts": lambda v: None if _is_int(v, 1) else "must be an integer ≥ 1",
+    "backoff": _check_backoff,
+    "lifo": lambda v: None if isinstance(v, bool) else "must be true or false",
+    "remove_on_complete": _check_keep,
+    "remove_on_fail": _check_keep,
+}
 
 
 def plan_batches(recipients: Sequence[Any], batch_size: int) -> list[tuple[int, int]]:
