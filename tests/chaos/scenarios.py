@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from newsletter_queue.errors import EvictionPolicyError, NewsletterQueueError
 from newsletter_queue.manager import QueueManager
+from newsletter_queue.services.ledger import CampaignLedger
 from tests.chaos.harness import (
     PREFIX,
     TENANT,
@@ -322,17 +323,21 @@ async def _count_at_least(values: Callable[[], int], n: float) -> bool:
     return values() >= n
 
 
+async def _sent_at_least(ledger: CampaignLedger, n: float) -> bool:
+    return (await ledger.counts()).sent >= n
+
+
 async def redis_restart(p: Profile, workdir: Path) -> ScenarioResult:
     """SIGKILL redis-server under ~500 enqueues/s, restart it on the same port and data:
     the jobs lost are those acknowledged within the last fsync second, nothing else; the
     worker resumes by itself."""
     result = ScenarioResult("redis-kill-9 (AOF everysec)")
     cfg = WorkerConfig(concurrency=p.concurrency, lock_ms=p.lock_ms, stalled_ms=p.stalled_ms)
-    async with Stage(workdir, redis_args=AOF_ARGS, sink=False) as stage:
+    async with Stage(workdir, redis_args=AOF_ARGS) as stage:
         client = stage.redis.client()
         try:
-            worker = stage.worker(cfg, queues=[CHAOS_QUEUE])
-            await worker.wait_started([CHAOS_QUEUE])
+            worker = stage.worker(cfg)
+            await worker.wait_started()
             producer = stage.producer()
             stop = asyncio.Event()
             load = asyncio.create_task(producer.run_paced(p.enqueue_rate, stop, ms=p.job_ms))
@@ -341,8 +346,15 @@ async def redis_restart(p: Profile, workdir: Path) -> ScenarioResult:
                 await wait_until(lambda: _count_at_least(
                     lambda: len(producer.acks), p.enqueue_rate * p.load_s),
                     timeout=p.load_s * 5, message="the load to run")
+                batch_ids, emails = await stage.campaign("restart", p.recipients)
+                ledger = stage.ledger("restart", client)
+                await wait_until(lambda: _sent_at_least(ledger, p.recipients * p.crash_at),
+                                 timeout=60, interval=0.005,
+                                 message="a quarter of the campaign to be sent")
                 killed = stage.redis.kill()
                 up = await stage.redis.start()
+                await client.connection_pool.disconnect()
+                at_fault = await ledger.counts()  # as the restarted server has it
                 await wait_until(lambda: _count_at_least(
                     lambda: sum(1 for t in producer.acks.values() if t > up),
                     p.enqueue_rate * 2), timeout=60, message="enqueues after the restart")
@@ -350,18 +362,23 @@ async def redis_restart(p: Profile, workdir: Path) -> ScenarioResult:
                 stop.set()
                 await load
             load_s = time.time() - started
-            await client.connection_pool.disconnect()
-            states = await stage.settle(client, {CHAOS_QUEUE: list(producer.acks)},
-                                        timeout=(p.lock_ms + p.stalled_ms) / 1000 + p.settle_s)
+            states = await stage.settle(
+                client, {CHAOS_QUEUE: list(producer.acks), "email": batch_ids},
+                timeout=(p.lock_ms + p.stalled_ms) / 1000 + p.settle_s)
             worker.terminate()
             exit_code = await worker.wait_exit(cfg.shutdown_timeout_s + 15)
+            assert stage.sink is not None
+            sink = await stage.sink.stop()
         finally:
             await client.aclose()
         view = stage.read_ledger()
     account(result, states, view)
-    lost = [job for (_, job), state in states.items()
-            if state not in ("completed", "failed") and not view.done.get((CHAOS_QUEUE, job))]
-    ages = sorted(killed - producer.acks[job] for job in lost)
+    lost = [key for key, state in states.items()
+            if state not in ("completed", "failed") and not view.done.get(key)]
+    ages = sorted(killed - producer.acks[job] for queue, job in lost if queue == CHAOS_QUEUE)
+    result.duplicate_emails = sink.duplicates()
+    result.missing_emails = sink.missing(emails)
+    result.emails_in_flight_at_fault = at_fault.pending
     after_up = view.done_after(up)
     result.recovery_s = after_up[0] - up if after_up else None
     acks_after = [t for t in producer.acks.values() if t > up]
@@ -369,6 +386,7 @@ async def redis_restart(p: Profile, workdir: Path) -> ScenarioResult:
         "note": "with appendfsync everysec Redis may reply before its AOF write while a "
                 "background fsync runs (the write waits up to 2 s), so SIGKILL can lose "
                 "writes acknowledged just before it: new jobs, and completions",
+        "lost_batches": sum(1 for queue, _ in lost if queue == "email"),
         "lost_acked_at_most_s_before_kill": round(max(ages), 3) if ages else None,
         "lost_acked_after_kill": sum(1 for a in ages if a < 0),
         "acked_in_last_second": sum(1 for t in producer.acks.values()
@@ -469,13 +487,13 @@ async def long_outage(p: Profile, workdir: Path) -> ScenarioResult:
     cfg = WorkerConfig(concurrency=p.concurrency, lock_ms=p.lock_ms, stalled_ms=p.stalled_ms)
     readyz: list[tuple[float, int | None, float]] = []  # (time, status, seconds)
     refusals: list[tuple[str, float]] = []
-    async with Stage(workdir, redis_args=AOF_ARGS, sink=False) as stage:
+    async with Stage(workdir, redis_args=AOF_ARGS) as stage:
         client = stage.redis.client()
         api = stage.api()
         http = httpx.AsyncClient(base_url=api.base_url, timeout=5) if api else None
         try:
-            worker = stage.worker(cfg, queues=[CHAOS_QUEUE])
-            await worker.wait_started([CHAOS_QUEUE])
+            worker = stage.worker(cfg)
+            await worker.wait_started()
             if api is not None and http is not None:
                 await api.wait_ready(http)
             producer = stage.producer()
@@ -488,6 +506,11 @@ async def long_outage(p: Profile, workdir: Path) -> ScenarioResult:
             await wait_until(lambda: stage.idle(client), timeout=60,
                              message="the queue to drain before the outage")
             before = await producer.add(p.job_ms)  # one job the worker has to pick up later
+            batch_ids, emails = await stage.campaign("outage", p.recipients)
+            ledger = stage.ledger("outage", client)
+            await wait_until(lambda: _sent_at_least(ledger, p.recipients * p.crash_at),
+                             timeout=60, interval=0.005,
+                             message="a quarter of the campaign to be sent")
             process = psutil.Process(worker.pid)
             stopped = await stage.redis.stop()
             cpu_before = sum(process.cpu_times()[:2])
@@ -511,6 +534,7 @@ async def long_outage(p: Profile, workdir: Path) -> ScenarioResult:
             up = await stage.redis.start()
             lines = count_lines_between(worker.log_lines(), stopped, up)
             await client.connection_pool.disconnect()
+            at_fault = await ledger.counts()  # claims as the server kept them
             after = await producer.add(p.job_ms)
             api_back_s = None
             if http is not None:
@@ -522,16 +546,22 @@ async def long_outage(p: Profile, workdir: Path) -> ScenarioResult:
 
                 await wait_until(api_ready, timeout=30, message="/readyz to answer 200")
                 api_back_s = round(time.time() - up, 2)
-            states = await stage.settle(client, {CHAOS_QUEUE: list(producer.acks)},
-                                        timeout=(p.lock_ms + p.stalled_ms) / 1000 + p.settle_s)
+            states = await stage.settle(
+                client, {CHAOS_QUEUE: list(producer.acks), "email": batch_ids},
+                timeout=(p.lock_ms + p.stalled_ms) / 1000 + p.settle_s)
             worker.terminate()
             exit_code = await worker.wait_exit(cfg.shutdown_timeout_s + 15)
+            assert stage.sink is not None
+            sink = await stage.sink.stop()
         finally:
             if http is not None:
                 await http.aclose()
             await client.aclose()
         view = stage.read_ledger()
     account(result, states, view)
+    result.duplicate_emails = sink.duplicates()
+    result.missing_emails = sink.missing(emails)
+    result.emails_in_flight_at_fault = at_fault.pending
     done_after = view.done_after(up)
     result.recovery_s = done_after[0] - up if done_after else None
     outage = up - stopped
