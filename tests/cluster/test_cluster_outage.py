@@ -95,7 +95,8 @@ async def test_worker_resumes_by_itself_after_a_cluster_outage(
     async with QueueManager(settings) as manager:
         worker.start()
         try:
-            first = await manager.schedule_email_job("send", EMAIL)
+            # Explicit ids: the restarted cluster is empty, its id counter starts again.
+            first = await manager.schedule_email_job("send", EMAIL, {"job_id": "before"})
             await wait_for(_has(done, first.id), timeout=10, message="the first job")
             cluster.stop()
             try:
@@ -104,11 +105,17 @@ async def test_worker_resumes_by_itself_after_a_cluster_outage(
             finally:
                 cluster.start()
             back = time.monotonic()
-            second = await manager.schedule_email_job("send", EMAIL)
+            second = await manager.schedule_email_job("send", EMAIL, {"job_id": "after"})
             await wait_for(_has(done, second.id), timeout=15,
                            message="the worker to resume after the outage")
             assert time.monotonic() - back < 10
             assert worker.is_running
+            # The outage went through the worker's Health (back-off, one warning), not
+            # through the "unexpected error" path.
+            assert worker.health is not None
+            assert worker.health.outages >= 1
+            unexpected = [r for r in caplog.records if "unexpected error" in r.getMessage()]
+            assert unexpected == []
         finally:
             await worker.close(timeout=2)
     assert done == [first.id, second.id]
