@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import tempfile
 from datetime import UTC, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -96,15 +95,17 @@ def test_arbitrary_json_only_ever_raises_job_validation_error(
         json.dumps(obj.to_wire(), allow_nan=False)
 
 
-_STATE_DIR = Path(tempfile.mkdtemp(prefix="nlq-hostile-"))
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("events-state")
 
 
 @PROPERTY
 @given(rows=st.lists(json_values | shaped_like(TrackingEvent), min_size=1, max_size=5))
 def test_record_events_rejects_arbitrary_json_with_job_validation_error(
-    rows: list[Any],
+    state_dir: Path, rows: list[Any],
 ) -> None:
-    manager = QueueManager(make_settings(state_dir=_STATE_DIR, key_prefix="nlqt-events"))
+    manager = QueueManager(make_settings(state_dir=state_dir, key_prefix="nlqt-events"))
 
     async def record() -> int:
         try:
