@@ -23,7 +23,7 @@ def _json(value: str | None, default: Any = None) -> Any:
         return default
     try:
         return json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested beyond what Python parses
         return value
 
 
@@ -32,7 +32,7 @@ def _int(value: str | None) -> int | None:
         return None
     try:
         return int(float(value))
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
 
 

@@ -129,15 +129,6 @@ async def test_poison_jobs_fail_unrecoverable_with_a_clear_reason(
     await engine.assert_alive()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: Worker._make_job only catches ValueError and rebuilds the job from the same "
-    "fields, so opts that are JSON but not an object (AttributeError), a non-numeric "
-    "timestamp/attemptsMade (ValueError again) or JSON nested deeper than Python's "
-    "recursion limit (RecursionError) escape it: the job stays active, the slot logs "
-    "'unexpected error while fetching jobs', the stalled check puts it back in wait and "
-    "it is picked up again - for opts '[1]' it cycled for ever (stalled counter 5 after "
-    "25 s with 1 s locks, never failed); fix: catch Exception there and fail the job from "
-    "its id and name only"))
 async def test_malformed_job_hash_fails_at_once(
     engine: Engine, redis_client: aioredis.Redis, prefix: str
 ) -> None:
@@ -165,10 +156,6 @@ async def test_malformed_job_hash_fails_at_once(
     await engine.assert_alive()
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=(
-    "records.JobInfo.from_hash: _json() catches ValueError only, so QueueManager.get_job "
-    "(and every job listing: API, CLI, monitor) raises RecursionError on a job whose data "
-    "is nested deeper than Python's recursion limit; fix: also catch RecursionError"))
 async def test_reading_a_deeply_nested_job_does_not_raise(
     manager: QueueManager, redis_client: aioredis.Redis, prefix: str
 ) -> None:

@@ -29,12 +29,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import os
 import re
 import socket
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from ..config import Settings, load_settings, mask_url
 from ..connection import AnyRedis, check_server, create_redis, resolve_redis_url
@@ -57,6 +58,7 @@ from .scheduler import SchedulerBridge
 log = logging.getLogger(__name__)
 
 _ERROR_PAUSE_S = 1.0
+_MALFORMED = "malformed job hash"
 _RELEASE_TIMEOUT_S = 5.0
 _NAME_RE = re.compile(r"[^A-Za-z0-9._:@-]")
 
@@ -388,11 +390,36 @@ class Worker:
         job_id = str(nxt.job_id)
         try:
             return Job(self, job_id, fields, token)
-        except ValueError as exc:  # undecodable data/opts: fail it, don't drop it
-            broken = Job(self, job_id, {**fields, "data": "null", "opts": "{}",
-                                        "progress": "0"}, token)
-            broken.deferred_failure = f"job data or options are not valid JSON: {exc}"
+        except Exception as exc:  # includes RecursionError
+            # A job hash another producer wrote badly (undecodable or absurdly nested
+            # JSON, opts that are not an object, text where numbers belong): fail it at
+            # once from its id and name alone — never drop it, never let it cycle.
+            broken = Job(self, job_id, {"name": str(fields.get("name", "")), "data": "null",
+                                        "opts": "{}", "progress": "0"}, token)
+            reason = str(exc)[:200] or type(exc).__name__
+            broken.deferred_failure = (
+                f"job data or options are not valid JSON: {reason}"
+                if isinstance(exc, json.JSONDecodeError) else
+                f"{_MALFORMED} (data, options or counters unreadable): "
+                f"{type(exc).__name__}: {reason}")
             return broken
+
+    async def _repair_counters(self, job_id: str) -> None:
+        """Reset counters that are not integers, so BullMQ's scripts can fail the job.
+
+        ``moveToFinished`` increments ``atm``/``ats`` with HINCRBY; on text there the
+        script would stop half-way and the job would vanish from every state.
+        """
+        client = self._client
+        if client is None:
+            return
+        key = f"{self.settings.key_prefix}:{self.queue}:{job_id}"
+        counters = ("atm", "ats", "stc", "attemptsMade")
+        values: list[Any] = await client.hmget(key, list(counters))
+        bad = [k for k, v in zip(counters, values, strict=True)
+               if v is not None and not str(v).lstrip("-").isdigit()]
+        if bad:
+            await client.hset(key, mapping=cast(Any, dict.fromkeys(bad, "0")))
 
     async def _process(self, job: Job, packed: bytes) -> Job | None:
         """Run ``job`` and record its outcome; returns the next job if one was fetched."""
@@ -406,6 +433,8 @@ class Worker:
             await self._schedule_next(job)
         try:
             if job.deferred_failure:
+                if job.deferred_failure.startswith(_MALFORMED):
+                    await self._repair_counters(job.id)
                 raise UnrecoverableError(job.deferred_failure)
             if self._router is not None:
                 fn = self._router.resolve(job)
