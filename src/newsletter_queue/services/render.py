@@ -21,13 +21,15 @@ from __future__ import annotations
 import binascii
 import hashlib
 import re
+import time
 from dataclasses import dataclass, field
 from email.header import Header
 from email.utils import formataddr, formatdate, parseaddr
 from typing import Any
 from urllib.parse import urlencode
 
-from jinja2 import DictLoader, StrictUndefined, Template, TemplateError
+from jinja2 import DictLoader, StrictUndefined, Template, TemplateError, nodes
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..jobs import Recipient
@@ -71,14 +73,86 @@ class Content:
 _NO_TEMPLATES = DictLoader({})
 
 
+# Resource bounds for tenant-written templates. The sandbox stops access to Python
+# internals, not work: '{{ "x" * 50000000 }}', '{{ 9 ** (9 ** 8) }}' or loops over huge
+# ranges would tie up a worker. These bounds keep one render small and short.
+MAX_SEQUENCE = 100_000  # characters or items built by '*'
+MAX_POWER_BITS = 4_096  # size of an integer built by '**'
+MAX_RANGE = 1_000  # items of one range()
+MAX_LOOP_NESTING = 2
+MAX_OUTPUT_CHARS = 2_000_000  # rendered size of one part
+RENDER_DEADLINE_S = 2.0
+
+
+class _BoundedSandbox(SandboxedEnvironment):
+    """The sandbox, also refusing expressions that would build huge values.
+
+    Intercepting ``*`` and ``**`` also stops Jinja from folding them into constants
+    when a template compiles (which would build the value before any check).
+    """
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if (isinstance(seq, str | list | tuple) and isinstance(n, int)
+                        and len(seq) * n > MAX_SEQUENCE):
+                    raise SecurityError(f"'*' would build {len(seq) * n} items; at most "
+                                        f"{MAX_SEQUENCE}")
+        elif (operator == "**" and isinstance(left, int) and isinstance(right, int)
+              and right > 0 and max(abs(left), 2).bit_length() * right > MAX_POWER_BITS):
+            raise SecurityError(f"'**' result too large (over {MAX_POWER_BITS} bits)")
+        return super().call_binop(context, operator, left, right)
+
+
+def _bounded_range(*args: int) -> range:
+    items = range(*args)
+    if len(items) > MAX_RANGE:
+        raise SecurityError(f"range() of {len(items)} items; at most {MAX_RANGE}")
+    return items
+
+
+def _make_env(autoescape: bool) -> SandboxedEnvironment:
+    env = _BoundedSandbox(autoescape=autoescape, undefined=StrictUndefined,
+                          loader=_NO_TEMPLATES)
+    env.globals["range"] = _bounded_range
+    return env
+
+
 def _html_env() -> SandboxedEnvironment:
-    return SandboxedEnvironment(autoescape=True, undefined=StrictUndefined,
-                                loader=_NO_TEMPLATES)
+    return _make_env(autoescape=True)
 
 
 def _plain_env() -> SandboxedEnvironment:
-    return SandboxedEnvironment(autoescape=False, undefined=StrictUndefined,
-                                loader=_NO_TEMPLATES)
+    return _make_env(autoescape=False)
+
+
+def _compile(env: SandboxedEnvironment, source: str) -> Template:
+    """Compile, refusing loops nested deeper than ``MAX_LOOP_NESTING`` (work grows as a
+    power of the nesting)."""
+    def depth(node: nodes.Node) -> int:
+        inner = max((depth(child) for child in node.iter_child_nodes()), default=0)
+        return inner + 1 if isinstance(node, nodes.For) else inner
+
+    if depth(env.parse(source)) > MAX_LOOP_NESTING:
+        raise TemplateError(f"loops nested more than {MAX_LOOP_NESTING} deep")
+    return env.from_string(source)
+
+
+def _render(template: Template, context: dict[str, Any]) -> str:
+    """Render with an output cap and a deadline (checked as output is produced)."""
+    parts: list[str] = []
+    size = 0
+    deadline = time.monotonic() + RENDER_DEADLINE_S
+    for chunk in template.generate(context):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > MAX_OUTPUT_CHARS:
+            raise SecurityError(f"rendered output larger than {MAX_OUTPUT_CHARS} characters")
+        if time.monotonic() > deadline:
+            raise SecurityError(f"rendering took longer than {RENDER_DEADLINE_S:.0f} s")
+    return "".join(parts)
 
 
 _HTML_ENV = _html_env()
@@ -143,11 +217,11 @@ class CompiledCampaign:
                     "refused)")
         self._extra_headers = [(k, _encode_header(v)) for k, v in content.headers.items()]
         try:
-            self._subject: Template = _PLAIN_ENV.from_string(content.subject)
+            self._subject: Template = _compile(_PLAIN_ENV, content.subject)
             self._html: Template | None = (
-                _HTML_ENV.from_string(content.html) if content.html else None)
+                _compile(_HTML_ENV, content.html) if content.html else None)
             self._text: Template | None = (
-                _PLAIN_ENV.from_string(content.text) if content.text else None)
+                _compile(_PLAIN_ENV, content.text) if content.text else None)
         except TemplateError as exc:
             raise ContentError(f"campaign {campaign_id!r} of tenant {tenant_id!r}: "
                                f"template error: {exc}") from None
@@ -171,9 +245,9 @@ class CompiledCampaign:
             "unsubscribe_url": unsubscribe,
         }
         try:
-            subject = self._subject.render(context)
-            html = self._html.render(context) if self._html else None
-            text = self._text.render(context) if self._text else html_to_text(html or "")
+            subject = _render(self._subject, context)
+            html = _render(self._html, context) if self._html else None
+            text = _render(self._text, context) if self._text else html_to_text(html or "")
         except TemplateError as exc:
             raise RenderError(f"template error for {recipient.email}: {exc}") from None
         if "\r" in subject or "\n" in subject or "\0" in subject:
