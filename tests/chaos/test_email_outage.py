@@ -42,10 +42,6 @@ class _Job:
         return 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "processors/email.py: _send_one calls ledger.mark_sent once; a connection error "
-    "after the SMTP server accepted the message fails the attempt and leaves the claim "
-    "pending, so the message is re-sent when the claim expires"))
 async def test_a_message_accepted_while_redis_is_down_is_recorded_when_it_is_back(
         tmp_path: Path) -> None:
     async with Stage(tmp_path, redis_args=AOF_ARGS) as stage:

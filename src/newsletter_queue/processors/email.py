@@ -33,6 +33,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from ..config import Settings
 from ..connection import AnyRedis
 from ..engine.errors import DelayedError, RateLimited, UnrecoverableError
@@ -324,8 +327,35 @@ class EmailProcessor:
             return outcome("deferred", message_id=mid, smtp_code=exc.code or None,
                            smtp_response=str(exc)[:500])
         # Accepted: record it before anything else can fail.
-        await ledger.mark_sent(recipient.email)
+        await self._record_sent(ledger, recipient.email)
         return outcome("sent", message_id=mid, smtp_code=250, smtp_response=reply[:500])
+
+    async def _record_sent(self, ledger: CampaignLedger, email: str) -> None:
+        """Record an accepted message, waiting out a Redis outage while our claim lives.
+
+        Giving up here would leave the claim to expire and the message to be sent again;
+        while this process is alive it knows the message went out, so it keeps trying
+        (backing off) until Redis answers or the claim would have expired anyway.
+        """
+        deadline = time.monotonic() + self.claim_ttl_ms / 1000
+        pause = 0.05
+        warned = False
+        while True:
+            try:
+                await ledger.mark_sent(email)
+                if warned:
+                    log.info("recorded the message to %s once Redis was back", email)
+                return
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                if time.monotonic() + pause > deadline:
+                    raise
+                if not warned:
+                    log.warning("Redis unavailable while recording a sent message; "
+                                "retrying until it is back (at most %.0f s)",
+                                max(deadline - time.monotonic(), 0))
+                    warned = True
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
     async def _batch_finished(self, tenant_id: str, campaign_id: str, batch_id: str) -> None:
         progress = CampaignProgress(self.redis, self.settings.key_prefix, tenant_id,
