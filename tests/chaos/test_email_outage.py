@@ -99,10 +99,6 @@ async def test_a_message_accepted_while_redis_is_down_is_recorded_when_it_is_bac
     assert await _outage_after_accept(tmp_path, 1, outage_s=1.0) == ["sent"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "processors/email.py _record_sent gives up once the claim's TTL (the email lock "
-    "duration) has passed, although no other process can have re-claimed the recipient "
-    "while Redis is down; and it warns once per message, not once per outage"))
 async def test_an_outage_longer_than_the_claim_still_records_every_message_quietly(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="newsletter_queue.processors.email"):

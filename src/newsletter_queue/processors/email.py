@@ -56,6 +56,7 @@ from ..services.smtp import SmtpPermanentError, SmtpTransientError
 log = logging.getLogger(__name__)
 
 _MAX_INLINE_WAIT_MS = 1000  # per job, across its chunks
+_OUTAGE_WARNING_EVERY_S = 30.0
 
 
 class MailTransport(Protocol):
@@ -124,6 +125,8 @@ class EmailProcessor:
         on_campaign_complete: enqueues the ``campaign-complete`` job (idempotent).
         breaker: the shared SMTP circuit breaker.
     """
+
+    _last_outage_warning = float("-inf")  # shared: one warning per outage per process
 
     def __init__(
         self,
@@ -331,31 +334,31 @@ class EmailProcessor:
         return outcome("sent", message_id=mid, smtp_code=250, smtp_response=reply[:500])
 
     async def _record_sent(self, ledger: CampaignLedger, email: str) -> None:
-        """Record an accepted message, waiting out a Redis outage while our claim lives.
+        """Record an accepted message, waiting out a Redis outage however long it lasts.
 
-        Giving up here would leave the claim to expire and the message to be sent again;
-        while this process is alive it knows the message went out, so it keeps trying
-        (backing off) until Redis answers or the claim would have expired anyway.
+        Giving up would leave the claim to expire and the message to be sent again;
+        while this process is alive it knows the message went out, and while Redis is
+        down nobody else can re-claim the recipient, so it keeps trying (backing off to
+        2 s). One warning per outage, not per message.
         """
-        deadline = time.monotonic() + self.claim_ttl_ms / 1000
         pause = 0.05
-        warned = False
+        waited = False
         while True:
             try:
                 await ledger.mark_sent(email)
-                if warned:
-                    log.info("recorded the message to %s once Redis was back", email)
-                return
             except (RedisConnectionError, RedisTimeoutError, OSError):
-                if time.monotonic() + pause > deadline:
-                    raise
-                if not warned:
-                    log.warning("Redis unavailable while recording a sent message; "
-                                "retrying until it is back (at most %.0f s)",
-                                max(deadline - time.monotonic(), 0))
-                    warned = True
+                waited = True
+                now = time.monotonic()
+                if now - EmailProcessor._last_outage_warning > _OUTAGE_WARNING_EVERY_S:
+                    EmailProcessor._last_outage_warning = now
+                    log.warning("Redis unavailable while recording sent messages; "
+                                "retrying until it is back")
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
+                continue
+            if waited:
+                log.debug("recorded the message to %s once Redis was back", email)
+            return
 
     async def _batch_finished(self, tenant_id: str, campaign_id: str, batch_id: str) -> None:
         progress = CampaignProgress(self.redis, self.settings.key_prefix, tenant_id,
