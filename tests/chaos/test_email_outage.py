@@ -122,11 +122,6 @@ async def test_an_outage_longer_than_the_claim_still_records_every_message_quiet
     assert len(warnings) <= 1, [r.getMessage() for r in warnings]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "processors/email.py _record_sent retries on a backoff that reaches 2 s, so once "
-    "Redis is back a re-run of the batch (the stalled check re-queues it when the "
-    "outage outlasted the lock) re-claims the expired claims and re-sends before the "
-    "accepted messages are recorded"))
 async def test_a_rerun_right_after_the_outage_does_not_resend_what_was_accepted(
         tmp_path: Path) -> None:
     statuses, received = await _outage_after_accept(

@@ -94,11 +94,6 @@ def test_long_outage_no_tight_loop_fast_503_and_unattended_resume(
     assert r.extra["worker_exit"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "processors/email.py: when the outage outlasts the email lock, the batch is "
-    "re-queued by the stalled check once Redis is back and its re-run re-claims the "
-    "expired claims before _record_sent's backoff (up to 2 s) records the accepted "
-    "messages (see test_email_outage.py)"))
 def test_long_outage_resends_nothing_and_logs_a_few_lines_a_minute(
         outage: ScenarioResult) -> None:
     # No process crashed: the issue allows no duplicate here.

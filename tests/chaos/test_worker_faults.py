@@ -91,11 +91,6 @@ async def test_sigterm_mid_batch_lets_running_jobs_finish_and_nothing_stalls(
     assert r.extra["second_worker_exit"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: each stalled check sets the 'stalled-check' gate key with PX = the check "
-    "interval and the next check is timed exactly one interval later, so a worker often "
-    "finds its own gate still alive and skips the check (about 1 in 2-5 checks here): "
-    "crashed jobs then wait lock + 2 intervals (worker-crash-30s measured 90.6 s once)"))
 async def test_a_worker_runs_its_stalled_check_every_interval(tmp_path: Path) -> None:
     interval_ms = 200
     async with Stage(tmp_path, sink=False) as stage:

@@ -156,6 +156,10 @@ class EmailProcessor:
         # A claim lives as long as the job's lock: if the worker dies, both expire.
         self.claim_ttl_ms = settings.queue_config("email").lock_duration_ms
         self._compiled: dict[tuple[str, str], CompiledCampaign] = {}
+        # Accepted by the SMTP server, not yet in the ledger (Redis was unreachable): a
+        # re-run in this process must not claim these again.
+        self._unrecorded: set[tuple[str, str]] = set()
+        self._prober: asyncio.Task[None] | None = None
 
     # --- the processor -----------------------------------------------------------------
     async def __call__(self, job: Any) -> dict[str, Any]:
@@ -241,6 +245,12 @@ class EmailProcessor:
             DelayedError: the send rate is exhausted for longer than the job may wait;
                 the job was parked in delayed (claims released, nothing lost).
         """
+        if self._unrecorded:
+            unrecorded = [r for r in chunk if (ledger.key, r.email) in self._unrecorded]
+            if unrecorded:
+                result.busy += len(unrecorded)
+                result.busy_ms = max(result.busy_ms, 500)
+                chunk = [r for r in chunk if (ledger.key, r.email) not in self._unrecorded]
         claims = await ledger.claim(token, [r.email for r in chunk])
         attempt = job.attempts_made + 1
         to_send: list[Recipient] = []
@@ -338,10 +348,18 @@ class EmailProcessor:
 
         Giving up would leave the claim to expire and the message to be sent again;
         while this process is alive it knows the message went out, and while Redis is
-        down nobody else can re-claim the recipient, so it keeps trying (backing off to
-        2 s). One warning per outage, not per message.
+        down nobody else can re-claim the recipient, so it keeps trying (every 0.25 s at
+        most, so the record beats a re-run of the batch once Redis is back; a re-run in
+        this process skips the recipient meanwhile). One warning per outage.
         """
-        pause = 0.05
+        pending = (ledger.key, email)
+        self._unrecorded.add(pending)
+        try:
+            await self._record_until_done(ledger, email)
+        finally:
+            self._unrecorded.discard(pending)
+
+    async def _record_until_done(self, ledger: CampaignLedger, email: str) -> None:
         waited = False
         while True:
             try:
@@ -353,12 +371,29 @@ class EmailProcessor:
                     EmailProcessor._last_outage_warning = now
                     log.warning("Redis unavailable while recording sent messages; "
                                 "retrying until it is back")
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 2.0)
+                await self._redis_back()
                 continue
             if waited:
                 log.debug("recorded the message to %s once Redis was back", email)
             return
+
+    async def _redis_back(self) -> None:
+        """Wait until Redis answers again: one prober for all the waiting records."""
+        if self._prober is None or self._prober.done():
+            self._prober = asyncio.create_task(self._probe_until_up())
+        await asyncio.shield(self._prober)
+
+    async def _probe_until_up(self) -> None:
+        pause = 0.05
+        while True:
+            try:
+                await self.redis.ping()
+                return
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                await asyncio.sleep(pause)
+                # Short pauses: once Redis is back the records must beat a re-run of
+                # the batch, which would take the expired claims and send again.
+                pause = min(pause * 2, 0.25)
 
     async def _batch_finished(self, tenant_id: str, campaign_id: str, batch_id: str) -> None:
         progress = CampaignProgress(self.redis, self.settings.key_prefix, tenant_id,
