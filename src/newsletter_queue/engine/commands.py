@@ -252,6 +252,10 @@ class QueueCommands:
                                   (max_stalled_count, k.base, now_ms(), stalled_interval_ms))
         return [str(x) for x in result or ()]
 
+    async def stalled_gate_ms(self) -> int:
+        """How long the current ``stalled-check`` gate still lives (0 if none)."""
+        return max(int(await self.client.pttl(self.keys.stalled_check)), 0)
+
     async def set_rate_limit(self, ms: int) -> None:
         """Rate-limit the queue for ``ms`` (what Node's ``Queue.rateLimit`` writes)."""
         await self.client.set(self.keys.limiter, MAX_SAFE_INTEGER, px=max(int(ms), 1))

@@ -100,12 +100,20 @@ class LockKeeper:
         # The script gates itself with the 'stalled-check' key (PX = the interval); a
         # check timed exactly one interval later often finds that key still alive and
         # is skipped, doubling the time crashed jobs wait. A small margin avoids that.
+        # Likewise a check gated by another worker's key (a crashed worker's, at
+        # start-up) runs again as soon as that key expires, not a whole interval later:
+        # the next check is timed from the gate's remaining lifetime.
         interval = self.stalled_interval_ms / 1000
-        interval += max(0.02, interval * 0.05)
+        margin = max(0.02, interval * 0.05)
         while not stop.is_set():
             await self.check_stalled()
+            wait = interval + margin
+            with contextlib.suppress(Exception):  # a lost connection: plain interval
+                gate_ms = await self.commands.stalled_gate_ms()
+                if gate_ms:
+                    wait = min(wait, gate_ms / 1000 + margin)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+                await asyncio.wait_for(stop.wait(), wait)
 
     async def check_stalled(self) -> list[str]:
         try:
