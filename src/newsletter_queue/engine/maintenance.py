@@ -104,7 +104,7 @@ class LockKeeper:
         # start-up) runs again as soon as that key expires, not a whole interval later:
         # the next check is timed from the gate's remaining lifetime.
         interval = self.stalled_interval_ms / 1000
-        margin = max(0.02, interval * 0.05)
+        margin = max(0.02, min(0.1, interval * 0.05))
         while not stop.is_set():
             await self.check_stalled()
             wait = interval + margin
