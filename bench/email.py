@@ -33,6 +33,7 @@ import time
 import uuid
 
 from newsletter_queue import QueueManager, load_settings
+from newsletter_queue.connection import delete_prefix
 from newsletter_queue.runner import WorkerServices
 from newsletter_queue.services.ledger import CampaignLedger
 from newsletter_queue.services.store import CampaignRecord
@@ -46,13 +47,6 @@ def _start_sink(stats_file: Path) -> tuple[subprocess.Popen[str], int]:
     assert proc.stdout is not None
     port = int(json.loads(proc.stdout.readline())["port"])
     return proc, port
-
-
-async def _delete_prefix(manager: QueueManager, prefix: str) -> None:
-    client = await manager.client()
-    keys = [k async for k in client.scan_iter(f"{prefix}:*", count=2000)]
-    for i in range(0, len(keys), 1000):
-        await client.unlink(*keys[i:i + 1000])
 
 
 async def run(recipients: int, batch_size: int, timeout_s: float) -> dict[str, float | int]:
@@ -101,7 +95,7 @@ async def run(recipients: int, batch_size: int, timeout_s: float) -> dict[str, f
     finally:
         await stop_workers(10)
         await services.close()
-        await _delete_prefix(manager, prefix)
+        await delete_prefix(await manager.client(), prefix)
         await manager.close()
         sink.send_signal(signal.SIGTERM)
         sink.wait(30)

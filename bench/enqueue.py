@@ -26,18 +26,7 @@ import time
 import uuid
 
 from newsletter_queue import QueueManager, load_settings
-
-
-async def _delete_prefix(manager: QueueManager, prefix: str) -> None:
-    client = await manager.client()
-    batch: list[str] = []
-    async for key in client.scan_iter(f"{prefix}:*", count=2000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            await client.unlink(*batch)
-            batch.clear()
-    if batch:
-        await client.unlink(*batch)
+from newsletter_queue.connection import delete_prefix
 
 
 async def run(recipients: int, batch_size: int, repeat: int) -> dict[str, float | int]:
@@ -64,7 +53,7 @@ async def run(recipients: int, batch_size: int, repeat: int) -> dict[str, float 
                 print(f"run {attempt + 1}/{repeat}: {jobs} jobs in {elapsed:.3f}s "
                       f"(Redis {manager.url})", file=sys.stderr)
             finally:
-                await _delete_prefix(manager, prefix)
+                await delete_prefix(await manager.client(), prefix)
     return {"recipients": recipients, "jobs": jobs,
             "seconds": round(statistics.median(timings), 3)}
 

@@ -61,7 +61,7 @@ import bullmq
 import redis.asyncio as aioredis
 
 from newsletter_queue.config import Settings, load_settings, mask_url
-from newsletter_queue.connection import resolve_redis_url
+from newsletter_queue.connection import delete_prefix, resolve_redis_url
 
 QUEUE = "analytics"  # a real queue name (the engine may insist) with no rate limit
 ENQUEUE_CHUNK = 1000
@@ -96,17 +96,6 @@ def _engine_ready() -> bool:
 
 def _redis_url() -> str:
     return os.environ.get("REDIS_URL") or resolve_redis_url(Settings())
-
-
-async def _delete_prefix(client: aioredis.Redis, prefix: str) -> None:
-    batch: list[str] = []
-    async for key in client.scan_iter(f"{prefix}:*", count=2000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            await client.unlink(*batch)
-            batch.clear()
-    if batch:
-        await client.unlink(*batch)
 
 
 async def _enqueue(client: aioredis.Redis, prefix: str, jobs: int) -> float:
@@ -162,7 +151,7 @@ class Bench:
                     rate = None
             return rate
         finally:
-            await _delete_prefix(client, prefix)
+            await delete_prefix(client, prefix)
             await client.aclose()
 
     async def _timed(self, client: aioredis.Redis, prefix: str,
@@ -257,7 +246,7 @@ class Bench:
         finally:
             await _close_within(worker.close(10), 15, "ours")
             await _close_within(task, 15, "ours run()")
-            await _delete_prefix(client, prefix)
+            await delete_prefix(client, prefix)
             await client.aclose()
         cuts = statistics.quantiles(samples, n=100, method="inclusive")
         return {"p50": round(statistics.median(samples), 3), "p99": round(cuts[98], 3),

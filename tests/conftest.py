@@ -20,7 +20,7 @@ import redis
 import redis.asyncio as aioredis
 
 from newsletter_queue.config import Settings, mask_url
-from newsletter_queue.connection import resolve_redis_url
+from newsletter_queue.connection import delete_prefix, resolve_redis_url
 from newsletter_queue.errors import RedisUnavailableError
 from newsletter_queue.manager import QueueManager
 
@@ -68,17 +68,6 @@ async def redis_client(redis_url: str, prefix: str) -> AsyncIterator[aioredis.Re
     yield client
     await delete_prefix(client, prefix)
     await client.aclose()
-
-
-async def delete_prefix(client: aioredis.Redis, prefix: str) -> None:
-    batch: list[str] = []
-    async for key in client.scan_iter(f"{prefix}:*", count=1000):
-        batch.append(key)
-        if len(batch) >= 500:
-            await client.unlink(*batch)
-            batch.clear()
-    if batch:
-        await client.unlink(*batch)
 
 
 @pytest.fixture

@@ -229,6 +229,24 @@ def is_cluster_outage(exc: BaseException) -> bool:
     return isinstance(exc, RedisClusterException) and "cannot be connected" in str(exc)
 
 
+async def delete_prefix(client: AnyRedis, prefix: str, batch: int = 1000) -> int:
+    """Delete every key under ``{prefix}:`` (SCAN + UNLINK in batches); returns how many.
+
+    For throw-away prefixes (tests, benchmarks). It never touches other keys and never
+    flushes the database.
+    """
+    deleted = 0
+    keys: list[str] = []
+    async for key in client.scan_iter(f"{prefix}:*", count=2 * batch):
+        keys.append(key)
+        if len(keys) >= batch:
+            deleted += int(await client.unlink(*keys))
+            keys.clear()
+    if keys:
+        deleted += int(await client.unlink(*keys))
+    return deleted
+
+
 def _describe(exc: BaseException, url: str | None = None) -> str:
     text = str(exc) or type(exc).__name__
     # redis-py messages may embed the URL; never echo a password back.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter_queue.connection import _parse_version, connect, create_redis
+from newsletter_queue.connection import _parse_version, connect, create_redis, delete_prefix
 from newsletter_queue.errors import EvictionPolicyError, RedisUnavailableError
 from tests.conftest import make_settings
 from tests.redisserver import private_redis
@@ -193,3 +193,16 @@ async def test_rediss_with_a_private_ca(tmp_path: Path) -> None:
         assert server.port != tls_port
     finally:
         server_cm.__exit__(None, None, None)
+
+
+async def test_delete_prefix_removes_only_that_prefix(redis_url: str, prefix: str) -> None:
+    client = create_redis(make_settings(redis_url=redis_url))
+    try:
+        await client.mset({f"{prefix}:a:{i}": i for i in range(2500)})
+        await client.set(f"{prefix}-other:keep", 1)
+        assert await delete_prefix(client, prefix, batch=1000) == 2500
+        assert [k async for k in client.scan_iter(f"{prefix}:*")] == []
+        assert await client.get(f"{prefix}-other:keep") == "1"
+    finally:
+        await client.delete(f"{prefix}-other:keep")
+        await client.aclose()
