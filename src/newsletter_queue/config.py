@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     redis_command_timeout_s: float = Field(
         default=10.0, gt=0, description="Socket timeout of non-blocking connections"
     )
+    redis_max_connections: PositiveInt = Field(
+        default=100, description="Connections per client pool; more concurrent commands "
+        "wait for a free one (up to redis_command_timeout_s) instead of failing")
     redis_probe_url: str = Field(
         default=DEFAULT_PROBE_URL,
         description="Where to look for a running server when REDIS_URL is unset",
@@ -175,6 +178,9 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("NLQ_API_TOKEN", "api_token")
     )
+    api_max_body_bytes: int = Field(
+        default=1_048_576, ge=1024,
+        description="Largest request body the API reads; larger ones get 413")
     dev_mode: bool = Field(
         default=True, description="Enables dev tools, dev API and destructive dev actions"
     )

@@ -130,9 +130,13 @@ def create_redis(
         kwargs.pop("health_check_interval")
         cluster = RedisCluster.from_url(url, **kwargs)
         return cluster
-    if max_connections is not None:
-        kwargs["max_connections"] = max_connections
-    client: aioredis.Redis = aioredis.Redis.from_url(url, **kwargs)
+    # A blocking pool: past max_connections a command waits for a free connection
+    # (redis-py's default pool fails it at once with "Too many connections").
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections or settings.redis_max_connections,
+        timeout=settings.redis_command_timeout_s, **kwargs)
+    client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # aclose() closes the pool too
     return client
 
 

@@ -28,7 +28,7 @@ from pydantic import TypeAdapter, ValidationError
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError as RedisOOMError
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .config import Settings, load_settings, mask_url
@@ -316,10 +316,44 @@ class QueueManager:
         if not isinstance(name, str) or not name or len(name) > 200:
             raise JobValidationError("job", [FieldError("name", "must be 1..200 characters")])
         bull_opts = to_bullmq_options(opts)
-        async with self._redis():
+        async with self._redis() as client:
             queue = await self.queue(queue_name)
-            job = await queue.add(name, wire, bull_opts)
-        return EnqueuedJob(str(job.id), name, str(queue_name), wire, dict(job.opts))
+            if "jobId" in bull_opts and not isinstance(client, RedisCluster):
+                job, created = await self._add_once(client, queue, name, wire, bull_opts)
+            else:
+                job, created = await queue.add(name, wire, bull_opts), True
+        return EnqueuedJob(str(job.id), name, str(queue_name), wire, dict(job.opts), created)
+
+    async def _add_once(self, client: AnyRedis, queue: Queue, name: str,
+                        wire: dict[str, Any], bull_opts: dict[str, Any]
+                        ) -> tuple[BullJob, bool]:
+        """Add a job with a given id, telling whether this call created it.
+
+        BullMQ's add script silently returns the id of an existing job. Watching the job
+        key around it (WATCH, EXISTS, MULTI, add, EXEC) makes the answer exact even for
+        simultaneous calls: the one whose EXEC lands first created the job; for every
+        other the key changed or already existed, so it reports ``created=False``.
+        On a cluster (no WATCH across the client's pool) ``queue.add`` is used as is.
+        """
+        job = BullJob(queue, name, wire, {**queue.jobsOpts, **bull_opts})
+        key = self.key(queue.name, str(bull_opts["jobId"]))
+        async with client.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(key)
+                if await pipe.exists(key):
+                    job.id = bull_opts["jobId"]
+                    return job, False
+                pipe.multi()  # type: ignore[no-untyped-call]
+                await queue.backend.scripts.addJob(job, pipe)
+                (result,) = await pipe.execute()
+            except WatchError:
+                job.id = bull_opts["jobId"]
+                return job, False
+        if isinstance(result, int) and result < 0:
+            raise queue.backend.scripts.finishedErrors({"code": result, "parentKey": None,
+                                                "command": "addJob"})
+        job.id = str(result)
+        return job, True
 
     async def schedule_email_job(
         self,

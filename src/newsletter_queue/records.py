@@ -38,13 +38,18 @@ def _int(value: str | None) -> int | None:
 
 @dataclass(frozen=True)
 class EnqueuedJob:
-    """What an enqueue call returns: enough to find the job again."""
+    """What an enqueue call returns: enough to find the job again.
+
+    ``created`` is false when the call named a ``job_id`` that already existed: BullMQ
+    then adds nothing, and ``data``/``opts`` are what this call *asked* for.
+    """
 
     id: str
     name: str
     queue: str
     data: dict[str, Any]
     opts: dict[str, Any]
+    created: bool = True
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ import re
 from importlib import resources
 from pathlib import Path
 
-SCRIPTING = ["eval", "evalsha", "script|exists", "script|load", "multi", "exec"]
+SCRIPTING = ["eval", "evalsha", "script|exists", "script|load", "multi", "exec", "watch",
+             "unwatch"]
 SERVER = ["bzpopmin", "client|list", "client|setname", "info", "ping"]
 KEYS = ["del", "exists", "expire", "get", "incr", "incrby", "persist", "pexpire",
         "pexpireat", "pttl", "rename", "set", "time", "type", "unlink"]

@@ -3,7 +3,8 @@
 ``create_app(settings)`` always serves ``/healthz`` (liveness), ``/readyz`` (Redis
 reachable) and ``/metrics``; the dev API (``/api/dev/...``) and the dashboard
 (``/dashboard``) are mounted only when ``settings.dev_mode`` or ``settings.dev_api`` is
-on. Access rules are in ``security.py``; error shapes in ``errors.py``.
+on. Access rules are in ``security.py``; error shapes in ``errors.py``; the request
+body cap in ``limits.py``.
 
 ``serve_api`` runs the app with uvicorn on the current event loop (the CLI's ``api``
 command); ``run_system`` serves the same app beside the workers.
@@ -26,6 +27,7 @@ from ..manager import QueueManager
 from . import dev, jobs
 from .context import ApiContext
 from .errors import error_response, install_error_handlers
+from .limits import BodyLimitMiddleware
 from .metrics import render_metrics
 from .security import authorize, check_bind
 
@@ -69,6 +71,9 @@ def create_app(settings: Settings | None = None, *, manager: QueueManager | None
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         return response
+
+    # Added last, so outermost: an oversized body is refused before anything reads it.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
 
     @app.get("/healthz", tags=["probes"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:

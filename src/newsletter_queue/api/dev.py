@@ -29,7 +29,7 @@ MAX_API_PERF_JOBS = 10_000
 class PerformanceBody(BaseModel):
     """``{"jobCount": N}`` (``job_count`` accepted too) and an optional queue."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
     job_count: int = Field(default=100, ge=1, le=MAX_API_PERF_JOBS,
                            validation_alias=AliasChoices("jobCount", "job_count"))

@@ -2,8 +2,9 @@
 
 Mapping: unknown action or queue → 400 (listing the valid ones); a body or query that
 fails validation → 422; unknown job or dead letter → 404; a state conflict (retrying a
-job that is not failed …) → 409; Redis unreachable → 503; anything unexpected → 500
-with an opaque incident id (the traceback goes to the log, not to the client).
+job that is not failed …) → 409; a body over the size cap → 413; Redis unreachable →
+503; anything unexpected → 500 with an opaque incident id (the traceback goes to the
+log, not to the client).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from ..errors import (
     ConfigurationError,
@@ -43,6 +45,11 @@ class ApiError(Exception):
 def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+def too_large(limit: int) -> JSONResponse:
+    return error_response(413, f"request body too large: the limit is {limit} bytes "
+                               "(NLQ_API_MAX_BODY_BYTES)", limit=limit)
 
 
 def _clean_validation(errors: list[Any]) -> list[dict[str, Any]]:
@@ -81,6 +88,11 @@ def install_error_handlers(app: FastAPI) -> None:
         message = str(exc) if isinstance(exc, RedisError) else "Redis is unavailable"
         return error_response(503, message)
 
+    async def client_gone(request: Request, exc: Exception) -> JSONResponse:
+        # The client went away mid-body (or the body cap cut it off, limits.py): nobody
+        # reads this answer, and it is not a server error worth a traceback.
+        return error_response(400, "the request body was not received in full")
+
     async def forbidden(request: Request, exc: Exception) -> JSONResponse:
         return error_response(403, str(exc))
 
@@ -98,6 +110,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RedisTimeoutError, redis_down)
     app.add_exception_handler(ConfigurationError, forbidden)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
 
     @app.middleware("http")
     async def catch_all(request: Request, call_next: Any) -> Any:

@@ -1,4 +1,9 @@
-"""The dashboard's REST routes: job lists, job detail, job actions, dead letters.
+"""The dashboard's REST routes: enqueue, job lists, job detail, job actions, dead letters.
+
+``POST /api/dev/queues/{queue}/jobs`` enqueues one job through the same validation as
+``QueueManager.schedule_*_job``. With ``opts.job_id`` it is idempotent: exactly one request
+per id creates the job and answers 201; every other (before or at the same time)
+answers 200 with ``"created": false`` and adds nothing (``QueueManager._add_once``).
 
 Job lists page through one state (newest first). ``search`` matches a job id exactly,
 or a campaign / tenant id (case-insensitive substring of ``data.campaignId`` /
@@ -13,8 +18,12 @@ from typing import Annotated, Any, Literal, cast
 
 from bullmq import Job as BullJob
 from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..connection import AnyRedis
+from ..manager import JobOptions
+from ..queues import QueueName
 from ..records import JOB_STATES, JobInfo
 from .context import ApiContext
 from .errors import ApiError
@@ -22,6 +31,25 @@ from .errors import ApiError
 SEARCH_SCAN = 5000
 _CHUNK = 250
 _LISTS = ("waiting", "active", "paused")
+# BullMQ's camelCase option names, accepted beside our snake_case ones.
+_CAMEL_OPTIONS = {"jobId": "job_id", "removeOnComplete": "remove_on_complete",
+                  "removeOnFail": "remove_on_fail"}
+
+
+class EnqueueBody(BaseModel):
+    """One job: its name, its data (the queue's job model) and ``JobOptions``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(min_length=1, max_length=200,
+                      description="job name, e.g. send-batch, campaign-complete")
+    data: dict[str, Any] = Field(description="EmailJobData, AnalyticsJobData or AIJobData "
+                                             "(camelCase, as on the wire)")
+    opts: dict[str, Any] = Field(default_factory=dict, description=(
+        "job_id (or jobId), delay, priority, attempts, backoff, lifo, remove_on_complete, "
+        "remove_on_fail"))
+
+
 CleanStateParam = Literal["completed", "failed", "delayed", "waiting", "active", "paused",
                           "prioritized"]
 
@@ -87,6 +115,24 @@ def build_router(ctx: ApiContext) -> APIRouter:
         if queue not in ctx.settings.queues:
             raise ApiError(400, f"unknown queue {queue!r}",
                            valid_queues=list(ctx.settings.queues))
+
+    @router.post("/queues/{queue}/jobs", status_code=201,
+                 summary="Enqueue one job (idempotent with opts.job_id)",
+                 responses={200: {"description": "a job with this job_id already exists; "
+                                                 "nothing was added"},
+                            413: {"description": "body over NLQ_API_MAX_BODY_BYTES"},
+                            422: {"description": "invalid job data or options"}})
+    async def enqueue(queue: str, body: EnqueueBody) -> Any:
+        check(queue)
+        opts = cast(JobOptions, {_CAMEL_OPTIONS.get(k, k): v for k, v in body.opts.items()})
+        await ctx.redis_ready()
+        schedule = {QueueName.EMAIL: ctx.manager.schedule_email_job,
+                    QueueName.ANALYTICS: ctx.manager.schedule_analytics_job,
+                    QueueName.AI: ctx.manager.schedule_ai_job}[QueueName(queue)]
+        job = await schedule(body.name, body.data, opts)
+        return JSONResponse({"id": job.id, "queue": job.queue, "name": job.name,
+                             "created": job.created},
+                            status_code=201 if job.created else 200)
 
     @router.get("/queues/{queue}/jobs", summary="Jobs of one state, paginated, searchable")
     async def list_jobs(
