@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
+from ..queues import QUEUE_NAMES
 from ..services.circuit import CircuitBreaker
 from ..services.sink import DEVMAIL_KEY
 from .context import ApiContext
@@ -24,6 +25,10 @@ GET_ACTIONS = ("dashboard", "inspect", "stats", "health", "metrics", "errors", "
 POST_ACTIONS = ("test", "clear", "pause", "resume", "performance")
 BREAKERS = ("smtp", "ai")
 MAX_API_PERF_JOBS = 10_000
+# Checked by the routes (400 listing the valid values); the enum is for the schema.
+QueueOrAll = Annotated[str | None, Query(description="email, analytics or ai ('all' for "
+                                         "clear)", json_schema_extra={
+                                             "enum": [*QUEUE_NAMES, "all"]})]
 
 
 class PerformanceBody(BaseModel):
@@ -91,8 +96,10 @@ def build_router(ctx: ApiContext) -> APIRouter:
 
     @router.get("/queue", summary="Seed dev API: read actions")
     async def get_queue(
-        action: Annotated[str | None, Query(description=", ".join(GET_ACTIONS))] = None,
-        queue: str | None = None,
+        action: Annotated[str | None, Query(description=", ".join(GET_ACTIONS),
+                                            json_schema_extra={"enum": list(GET_ACTIONS)})
+                          ] = None,
+        queue: QueueOrAll = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         format: Annotated[str, Query(pattern="^(json|md)$")] = "json",
     ) -> Any:
@@ -126,8 +133,13 @@ def build_router(ctx: ApiContext) -> APIRouter:
         return report.to_dict()
 
     @router.post("/queue", summary="Seed dev API: write actions")
-    async def post_queue(request: Request, action: str | None = None,
-                         queue: str | None = None) -> Any:
+    async def post_queue(
+        request: Request,
+        action: Annotated[str | None, Query(description=", ".join(POST_ACTIONS),
+                                            json_schema_extra={"enum": list(POST_ACTIONS)})
+                          ] = None,
+        queue: QueueOrAll = None,
+    ) -> Any:
         act = _action(action, POST_ACTIONS, GET_ACTIONS, "POST")
         body = await request.body()
         perf: PerformanceBody | None = None

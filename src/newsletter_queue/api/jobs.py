@@ -17,13 +17,13 @@ import json
 from typing import Annotated, Any, Literal, cast
 
 from bullmq import Job as BullJob
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..connection import AnyRedis
 from ..manager import JobOptions
-from ..queues import QueueName
+from ..queues import QUEUE_NAMES, QueueName
 from ..records import JOB_STATES, JobInfo
 from .context import ApiContext
 from .errors import ApiError
@@ -50,6 +50,16 @@ class EnqueueBody(BaseModel):
         "remove_on_fail"))
 
 
+# Parameters are plain strings checked by the routes (an unknown queue is a 400 that
+# lists the valid ones); the enums only tell the OpenAPI schema, and so its clients and
+# schemathesis, which values exist.
+QueuePath = Annotated[str, Path(description="email, analytics or ai",
+                                json_schema_extra={"enum": list(QUEUE_NAMES)})]
+QueueQuery = Annotated[str | None, Query(description="email, analytics or ai",
+                                         json_schema_extra={"enum": list(QUEUE_NAMES)})]
+JobActionPath = Annotated[str, Path(description="retry, promote or remove",
+                                    json_schema_extra={"enum": ["retry", "promote",
+                                                                "remove"]})]
 CleanStateParam = Literal["completed", "failed", "delayed", "waiting", "active", "paused",
                           "prioritized"]
 
@@ -122,7 +132,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
                                                  "nothing was added"},
                             413: {"description": "body over NLQ_API_MAX_BODY_BYTES"},
                             422: {"description": "invalid job data or options"}})
-    async def enqueue(queue: str, body: EnqueueBody) -> Any:
+    async def enqueue(queue: QueuePath, body: EnqueueBody) -> Any:
         check(queue)
         opts = cast(JobOptions, {_CAMEL_OPTIONS.get(k, k): v for k, v in body.opts.items()})
         await ctx.redis_ready()
@@ -136,8 +146,9 @@ def build_router(ctx: ApiContext) -> APIRouter:
 
     @router.get("/queues/{queue}/jobs", summary="Jobs of one state, paginated, searchable")
     async def list_jobs(
-        queue: str,
-        state: Annotated[str, Query(description=", ".join(JOB_STATES))] = "waiting",
+        queue: QueuePath,
+        state: Annotated[str, Query(description=", ".join(JOB_STATES),
+                                    json_schema_extra={"enum": list(JOB_STATES)})] = "waiting",
         page: Annotated[int, Query(ge=1)] = 1,
         page_size: Annotated[int, Query(ge=1, le=200)] = 20,
         search: Annotated[str | None, Query(max_length=200)] = None,
@@ -172,7 +183,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
                 "jobs": [job_summary(j) for j in jobs]}
 
     @router.get("/queues/{queue}/jobs/{job_id}", summary="One job with logs and stack traces")
-    async def job_detail(queue: str, job_id: str) -> Any:
+    async def job_detail(queue: QueuePath, job_id: str) -> Any:
         check(queue)
         await ctx.redis_ready()
         job = await ctx.manager.get_job(queue, job_id)
@@ -186,7 +197,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         return out
 
     @router.post("/queues/{queue}/jobs/{job_id}/{op}", summary="retry, promote or remove a job")
-    async def job_action(queue: str, job_id: str, op: str) -> Any:
+    async def job_action(queue: QueuePath, job_id: str, op: JobActionPath) -> Any:
         check(queue)
         ops = ("retry", "promote", "remove")
         if op not in ops:
@@ -215,7 +226,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         return {"queue": queue, "job_id": job_id, "state": str(await q.getJobState(job_id))}
 
     @router.post("/queues/{queue}/clean", summary="Remove jobs of a state older than grace_ms")
-    async def clean(queue: str, state: CleanStateParam = "completed",
+    async def clean(queue: QueuePath, state: CleanStateParam = "completed",
                     grace_ms: Annotated[int, Query(ge=0)] = 0,
                     limit: Annotated[int, Query(ge=0)] = 0) -> Any:
         check(queue)
@@ -224,13 +235,13 @@ def build_router(ctx: ApiContext) -> APIRouter:
         return {"queue": queue, "state": state, "removed": len(removed)}
 
     @router.post("/queues/{queue}/retry-failed", summary="Move every failed job back to wait")
-    async def retry_failed(queue: str) -> Any:
+    async def retry_failed(queue: QueuePath) -> Any:
         check(queue)
         await ctx.redis_ready()
         return {"queue": queue, "retried": await ctx.manager.retry_failed(queue)}
 
     @router.get("/dead-letters", summary="Jobs that failed for good (records store)")
-    async def dead_letters(queue: str | None = None,
+    async def dead_letters(queue: QueueQuery = None,
                            limit: Annotated[int, Query(ge=1, le=500)] = 50,
                            include_replayed: bool = False) -> Any:
         if queue is not None:
