@@ -11,7 +11,10 @@ processes write outside Redis; emails are counted at the sink.
 Scenario names (``--only`` takes names or prefixes): ``worker-crash-30s``,
 ``worker-crash-5s`` (``worker-crash-2s`` with ``--quick``), ``crash-twice``,
 ``graceful-stop``, ``redis-restart``, ``dropped-connections``, ``long-outage``,
-``eviction``. A full run takes about ten minutes on two cores.
+``eviction``, ``api-load`` (scenario 9: 1,000 concurrent POSTs to the dev API, 10 %
+repeating a job id; its row counts unique ids as accepted and jobs found in Redis as
+completed, with p50/p99 latency in the notes). A full run takes about ten minutes on
+two cores.
 
 Prints progress on stderr, a table on stdout and, as the last stdout line, one JSON
 object ``{"scenarios": [{"name", "accepted", "completed", "lost",
@@ -41,6 +44,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from tests.chaos.api_scenarios import api_load
 from tests.chaos.harness import ScenarioResult
 from tests.chaos.redis_scenarios import (
     dropped_connections,
@@ -55,7 +59,7 @@ Scenario = Callable[[Path], Awaitable[ScenarioResult]]
 # Extra figures worth a glance in the table's notes column, by scenario.
 NOTES = (
     "jobs_in_flight_at_fault", "recovery_bound_s", "replacement_started_s",
-    "all_in_flight_completed_s",
+    "all_in_flight_restarted_s", "all_in_flight_completed_s",
     "ledger_reclaimed", "failed_reasons", "dead_letters", "shutdown_s", "exit_code",
     "jobs_running_at_signal", "jobs_with_stalled_counter", "lost_acked_at_most_s_before_kill",
     "acked_in_last_second", "completed_in_fsync_window", "outage_s", "enqueue_rate",
@@ -65,6 +69,8 @@ NOTES = (
     "enqueues_refused", "refusal_errors", "worker_log_records_while_full",
     "worker_log_lines_while_full", "full_watched_s",
     "completed_twice", "completed_not_in_redis", "lost_states",
+    "requests", "unique_ids", "jobs_created", "created_responses", "duplicate_responses",
+    "errors", "p50_ms", "p99_ms", "requests_per_s",
 )
 
 
@@ -85,6 +91,7 @@ def plan(profile: Profile) -> list[tuple[str, Scenario]]:
             return fn(profile, workdir)
 
         items.append((name, run))
+    items.append(("api-load", api_load))
     return items
 
 
@@ -96,6 +103,8 @@ def violations(row: dict[str, Any]) -> list[str]:
         out.append(f"{row['name']}: {row['lost']} job(s) lost")
     if row["missing_emails"]:
         out.append(f"{row['name']}: {row['missing_emails']} recipient(s) missed")
+    if row.get("errors"):
+        out.append(f"{row['name']}: {row['errors']} request(s) failed")
     if row["duplicate_emails"] > row["emails_in_flight_at_fault"]:
         out.append(f"{row['name']}: {row['duplicate_emails']} duplicate emails > "
                    f"{row['emails_in_flight_at_fault']} in flight at the fault")

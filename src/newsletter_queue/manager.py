@@ -318,10 +318,16 @@ class QueueManager:
         bull_opts = to_bullmq_options(opts)
         async with self._redis() as client:
             queue = await self.queue(queue_name)
-            if "jobId" in bull_opts and not isinstance(client, RedisCluster):
-                job, created = await self._add_once(client, queue, name, wire, bull_opts)
-            else:
+            if "jobId" not in bull_opts:
                 job, created = await queue.add(name, wire, bull_opts), True
+            elif isinstance(client, RedisCluster):
+                # No WATCH through the cluster client: exact unless two adds of one id
+                # race, when both may say created (Redis still holds one job).
+                key = self.key(queue_name, str(bull_opts["jobId"]))
+                created = not await client.exists(key)
+                job = await queue.add(name, wire, bull_opts)
+            else:
+                job, created = await self._add_once(client, queue, name, wire, bull_opts)
         return EnqueuedJob(str(job.id), name, str(queue_name), wire, dict(job.opts), created)
 
     async def _add_once(self, client: AnyRedis, queue: Queue, name: str,
@@ -333,7 +339,6 @@ class QueueManager:
         key around it (WATCH, EXISTS, MULTI, add, EXEC) makes the answer exact even for
         simultaneous calls: the one whose EXEC lands first created the job; for every
         other the key changed or already existed, so it reports ``created=False``.
-        On a cluster (no WATCH across the client's pool) ``queue.add`` is used as is.
         """
         job = BullJob(queue, name, wire, {**queue.jobsOpts, **bull_opts})
         key = self.key(queue.name, str(bull_opts["jobId"]))

@@ -7,7 +7,8 @@ line being written — which the reader skips. Records:
 - ``start``: a processor began an execution (queue, job id, attempt, stalled counter);
 - ``end``: that execution returned (``ok``) or raised (``err`` = exception type);
 - ``done``: the worker recorded the completion in Redis (its ``completed`` hook);
-- ``failed``: the worker recorded a failed attempt (its ``failed`` hook; ``final``).
+- ``failed``: the worker recorded a failed attempt (its ``failed`` hook; ``final``);
+- ``stalled``: this worker's stalled check moved a job back to wait (its ``stalled`` hook).
 
 Times are wall-clock seconds (``time.time()``), comparable across processes.
 
@@ -98,6 +99,12 @@ class LedgerView:
     done: dict[tuple[str, str], list[float]]  # completion hook times per job
     failed: dict[tuple[str, str], list[dict[str, Any]]]
     broken_lines: int
+    stalled: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+
+    def first_stalled_after(self, key: tuple[str, str], t: float) -> float | None:
+        """When a stalled check first moved the job back to wait after ``t``."""
+        later = [s for s in self.stalled.get(key, []) if s >= t]
+        return min(later) if later else None
 
     def by_job(self, queue: str | None = None) -> dict[tuple[str, str], list[Execution]]:
         out: dict[tuple[str, str], list[Execution]] = defaultdict(list)
@@ -148,6 +155,7 @@ def read_ledger(directory: Path) -> LedgerView:
     ends: list[dict[str, Any]] = []
     done: dict[tuple[str, str], list[float]] = defaultdict(list)
     failed: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    stalled: dict[tuple[str, str], list[float]] = defaultdict(list)
     broken = 0
     for path in sorted(directory.glob("*.jsonl")):
         for line in path.read_bytes().splitlines():
@@ -167,9 +175,11 @@ def read_ledger(directory: Path) -> LedgerView:
                 done[(rec["q"], rec["j"])].append(rec["t"])
             elif kind == "failed":
                 failed[(rec["q"], rec["j"])].append(rec)
+            elif kind == "stalled":
+                stalled[(rec["q"], rec["j"])].append(rec["t"])
     for rec in ends:
         ex = executions.get((rec["p"], rec["x"]))
         if ex is not None:
             ex.end, ex.ok, ex.error = rec["t"], bool(rec.get("ok")), rec.get("err")
     return LedgerView(sorted(executions.values(), key=lambda e: e.start), dict(done),
-                      dict(failed), broken)
+                      dict(failed), broken, dict(stalled))

@@ -111,7 +111,11 @@ async def worker_crash(p: Profile, workdir: Path, lock_ms: int, stalled_ms: int
         view = stage.read_ledger()
     account(result, states, view)
     interrupted = view.interrupted_by(first.pid)
-    result.recovery_s = _resumed_within(view, interrupted, killed_at, first.pid)
+    # Recovery: the kill → the last interrupted job back in the queue (a stalled check
+    # of the new worker moved it). Starting it again can take longer: it queues behind
+    # the waiting backlog, and email batches (priority 1000) behind every plain job.
+    requeued = [view.first_stalled_after(e.key, killed_at) for e in interrupted]
+    result.recovery_s = _latest(requeued, killed_at)
     completed_again = [view.first_done_after(e.key, killed_at) for e in interrupted]
     after = view.done_after(killed_at)
     result.duplicate_emails = sink.duplicates()
@@ -122,6 +126,8 @@ async def worker_crash(p: Profile, workdir: Path, lock_ms: int, stalled_ms: int
         "batches_in_flight_at_fault": sum(1 for e in interrupted if e.queue == "email"),
         "recovery_bound_s": (lock_ms + stalled_ms) / 1000,
         "replacement_started_s": _since(second.started_at(), killed_at),
+        "all_in_flight_restarted_s": _rounded(
+            _resumed_within(view, interrupted, killed_at, first.pid)),
         "all_in_flight_completed_s": _latest(completed_again, killed_at),
         "first_completion_after_fault_s": round(after[0] - killed_at, 2) if after else None,
         "jobs_done_at_fault": jobs_done_at_kill,
@@ -293,6 +299,10 @@ def _resumed_within(view: LedgerView, interrupted: list[Execution], fault_at: fl
             return None
         restarts.append(min(again))
     return max(restarts) - fault_at if restarts else 0.0
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def _since(t: float | None, since: float) -> float | None:

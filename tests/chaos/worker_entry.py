@@ -10,7 +10,8 @@ wrapping ``WorkerServices`` before it runs:
 - every processor (the real email/analytics/AI ones and the ``chaos-job`` test
   processor on the analytics queue, which sleeps ``data.ms`` milliseconds) writes a
   ``start`` and an ``end`` record per execution to the ledger (``tests.chaos.ledger``);
-- the workers' ``completed`` and ``failed`` hooks write ``done`` and ``failed`` records.
+- the workers' ``completed``, ``failed`` and ``stalled`` hooks write ``done``,
+  ``failed`` and ``stalled`` records.
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ def install(ledger: LedgerWriter) -> None:
         for worker in workers:
             worker.on("completed", on_completed)
             worker.on("failed", on_failed)
+            worker.on("stalled", lambda job_id, q=worker.queue: ledger.write(
+                "stalled", q=q, j=str(job_id)))
 
     WorkerServices.registry = registry  # type: ignore[method-assign]
     WorkerServices.attach_hooks = attach_hooks  # type: ignore[method-assign]

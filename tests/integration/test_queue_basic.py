@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -81,7 +82,31 @@ async def test_job_id_makes_scheduling_idempotent(manager: QueueManager) -> None
     first = await manager.schedule_email_job("welcome", email(), {"job_id": "welcome-u1"})
     second = await manager.schedule_email_job("welcome", email(), {"job_id": "welcome-u1"})
     assert first.id == second.id == "welcome-u1"
+    assert (first.created, second.created) == (True, False)
     assert (await manager.get_queue_stats("email")).waiting == 1
+
+
+async def test_simultaneous_adds_of_one_id_report_exactly_one_creation(
+        settings: Any) -> None:
+    """50 producers (own connections) add the same id at once: one job, one ``created``."""
+    managers = [QueueManager(settings) for _ in range(10)]
+    try:
+        results = await asyncio.gather(*(
+            managers[i % 10].schedule_email_job("welcome", email(f"c-{i}"),
+                                                {"job_id": "same-id", "delay": i % 2})
+            for i in range(50)))
+    finally:
+        await asyncio.gather(*(m.close() for m in managers))
+    assert [r.created for r in results].count(True) == 1
+    assert {r.id for r in results} == {"same-id"}
+    async with QueueManager(settings) as check:
+        stats = await check.get_queue_stats("email")
+        assert stats.waiting + stats.delayed == 1
+        # the stored job is the one whose call said it created it
+        winner = next(r for r in results if r.created)
+        stored = await check.get_job("email", "same-id")
+        assert stored is not None
+        assert stored.data == winner.data
 
 
 async def test_batch_sending_splits_and_is_idempotent(manager: QueueManager) -> None:

@@ -357,3 +357,42 @@ async def test_a_redis_that_never_answers_is_503_within_a_second(tmp_path: Path)
             writer.close()
         silent.close()
         await silent.wait_closed()
+
+
+async def test_enqueue_endpoint_creates_once_per_job_id(api_client: httpx.AsyncClient,
+                                                        redis_client: aioredis.Redis,
+                                                        prefix: str) -> None:
+    body = {"name": "campaign-complete",
+            "data": {"campaignId": "c-9", "tenantId": "t-9",
+                     "eventType": "campaign-complete"},
+            "opts": {"jobId": "stats-c-9", "attempts": 2}}
+    first = await api_client.post("/api/dev/queues/analytics/jobs", json=body)
+    again = await api_client.post("/api/dev/queues/analytics/jobs", json={
+        **body, "opts": {"job_id": "stats-c-9"}})
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json() == {"id": "stats-c-9", "queue": "analytics",
+                            "name": "campaign-complete", "created": True}
+    assert again.json()["created"] is False
+    stored = await redis_client.hgetall(f"{prefix}:analytics:stats-c-9")
+    assert json.loads(stored["data"]) == body["data"]
+    assert json.loads(stored["opts"])["attempts"] == 2
+    assert await redis_client.lrange(f"{prefix}:analytics:wait", 0, -1) == ["stats-c-9"]
+    # without a job id every request is a new job
+    ids = {(await api_client.post("/api/dev/queues/analytics/jobs", json={
+        "name": "campaign-complete", "data": body["data"]})).json()["id"] for _ in range(2)}
+    assert len(ids) == 2
+    assert "stats-c-9" not in ids
+
+
+async def test_enqueue_endpoint_rejects_bad_jobs_with_their_fields(
+        api_client: httpx.AsyncClient, redis_client: aioredis.Redis, prefix: str) -> None:
+    response = await api_client.post("/api/dev/queues/email/jobs", json={
+        "name": "send-batch", "data": {"campaignId": "c", "tenantId": "t",
+                                       "recipients": [{"email": "not-an-address"}]},
+        "opts": {"priority": -1}})
+    assert response.status_code == 422
+    assert "recipients[0].email" in {e["field"] for e in response.json()["errors"]}
+    unknown = await api_client.post("/api/dev/queues/sms/jobs", json={"name": "x", "data": {}})
+    assert unknown.status_code == 400
+    assert unknown.json()["valid_queues"] == ["email", "analytics", "ai"]
+    assert await redis_client.exists(f"{prefix}:email:wait") == 0
