@@ -10,7 +10,9 @@ processes write outside Redis; emails are counted at the sink.
 
 Scenario names (``--only`` takes names or prefixes): ``worker-crash-30s``,
 ``worker-crash-5s`` (``worker-crash-2s`` with ``--quick``), ``crash-twice``,
-``graceful-stop``, ``redis-restart``, ``dropped-connections``, ``long-outage``,
+``graceful-stop``, ``redis-restart`` (AOF ``appendfsync everysec``, as the issue
+asks), ``redis-restart-always`` (the same with ``appendfsync always``),
+``dropped-connections``, ``long-outage``,
 ``eviction``, ``api-load`` (scenario 9: 1,000 concurrent POSTs to the dev API, 10 %
 repeating a job id; its row counts unique ids as accepted and jobs found in Redis as
 completed, with p50/p99 latency in the notes). A full run takes about ten minutes on
@@ -91,6 +93,8 @@ def plan(profile: Profile) -> list[tuple[str, Scenario]]:
             return fn(profile, workdir)
 
         items.append((name, run))
+    items.insert(len(items) - 3, ("redis-restart-always", lambda workdir: redis_restart(
+        profile, workdir, fsync="always")))
     items.append(("api-load", api_load))
     return items
 
@@ -99,7 +103,7 @@ def violations(row: dict[str, Any]) -> list[str]:
     if "error" in row:
         return [f"{row['name']}: did not run: {row['error']}"]
     out = []
-    if row["lost"]:
+    if row["lost"] and not _in_fsync_window(row):
         out.append(f"{row['name']}: {row['lost']} job(s) lost")
     if row["missing_emails"]:
         out.append(f"{row['name']}: {row['missing_emails']} recipient(s) missed")
@@ -109,6 +113,15 @@ def violations(row: dict[str, Any]) -> list[str]:
         out.append(f"{row['name']}: {row['duplicate_emails']} duplicate emails > "
                    f"{row['emails_in_flight_at_fault']} in flight at the fault")
     return out
+
+
+def _in_fsync_window(row: dict[str, Any]) -> bool:
+    """Jobs lost to a Redis SIGKILL under ``appendfsync everysec`` that were all
+    acknowledged within the 2 s Redis may postpone its AOF write: the documented
+    exception (README, "Guarantees"), not a broken guarantee."""
+    age = row.get("lost_acked_at_most_s_before_kill")
+    return (row["name"] == "redis-restart" and age is not None and age <= 2.0
+            and row.get("lost_acked_after_kill") == 0 and not row.get("lost_batches"))
 
 
 def table(rows: list[dict[str, Any]]) -> str:

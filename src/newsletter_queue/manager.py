@@ -355,8 +355,8 @@ class QueueManager:
                 job.id = bull_opts["jobId"]
                 return job, False
         if isinstance(result, int) and result < 0:
-            raise queue.backend.scripts.finishedErrors({"code": result, "parentKey": None,
-                                                "command": "addJob"})
+            raise queue.backend.scripts.finishedErrors(
+                {"code": result, "parentKey": None, "command": "addJob"})
         job.id = str(result)
         return job, True
 

@@ -44,13 +44,15 @@ async def _sent_at_least(ledger: CampaignLedger, n: float) -> bool:
     return (await ledger.counts()).sent >= n
 
 
-async def redis_restart(p: Profile, workdir: Path) -> ScenarioResult:
+async def redis_restart(p: Profile, workdir: Path, fsync: str = "everysec"
+                        ) -> ScenarioResult:
     """SIGKILL redis-server under ~500 enqueues/s, restart it on the same port and data:
-    the jobs lost are those acknowledged within the last fsync second, nothing else; the
-    worker resumes by itself."""
-    result = ScenarioResult("redis-kill-9 (AOF everysec)")
+    with ``appendfsync everysec`` the jobs lost are those acknowledged within the last
+    fsync second(s), nothing else; with ``always``, none. The worker resumes by itself."""
+    result = ScenarioResult(f"redis-kill-9 (AOF {fsync})")
     cfg = WorkerConfig(concurrency=p.concurrency, lock_ms=p.lock_ms, stalled_ms=p.stalled_ms)
-    async with Stage(workdir, redis_args=AOF_ARGS) as stage:
+    redis_args = ("--appendonly", "yes", "--appendfsync", fsync)
+    async with Stage(workdir, redis_args=redis_args) as stage:
         client = stage.redis.client()
         try:
             worker = stage.worker(cfg)
