@@ -64,6 +64,7 @@ NOTES = (
     "all_in_flight_restarted_s", "all_in_flight_completed_s",
     "ledger_reclaimed", "failed_reasons", "dead_letters", "shutdown_s", "exit_code",
     "jobs_running_at_signal", "jobs_with_stalled_counter", "lost_acked_at_most_s_before_kill",
+    "lost_acked_after_kill", "lost_acked_after_restart",
     "acked_in_last_second", "completed_in_fsync_window", "outage_s", "enqueue_rate",
     "kills", "connections_killed",
     "resume_s_per_kill", "cpu_s", "cpu_pct", "log_lines_per_min", "readyz_statuses",
@@ -121,7 +122,7 @@ def _in_fsync_window(row: dict[str, Any]) -> bool:
     exception (README, "Guarantees"), not a broken guarantee."""
     age = row.get("lost_acked_at_most_s_before_kill")
     return (row["name"] == "redis-restart" and age is not None and age <= 2.0
-            and row.get("lost_acked_after_kill") == 0 and not row.get("lost_batches"))
+            and row.get("lost_acked_after_restart") == 0 and not row.get("lost_batches"))
 
 
 def table(rows: list[dict[str, Any]]) -> str:

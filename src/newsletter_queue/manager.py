@@ -67,6 +67,7 @@ from .services.ledger import CampaignProgress
 from .services.store import DeadLetterRecord, EventRecord, Store
 
 MAX_PRIORITY = 2_097_152
+_ADD_ATTEMPTS = 5  # watched adds retried after a dropped connection (QueueManager._add_once)
 CleanState = Literal["completed", "failed", "delayed", "waiting", "active", "paused",
                      "prioritized"]
 _RECIPIENTS = TypeAdapter(list[Recipient])
@@ -339,26 +340,39 @@ class QueueManager:
         key around it (WATCH, EXISTS, MULTI, add, EXEC) makes the answer exact even for
         simultaneous calls: the one whose EXEC lands first created the job; for every
         other the key changed or already existed, so it reports ``created=False``.
+
+        redis-py also raises ``WatchError`` when the connection drops inside the
+        transaction, so a ``WatchError`` only means "someone else created it" once Redis
+        confirms the job exists; otherwise the add is tried again (a Redis that stays
+        down fails the ``EXISTS`` with a connection error, which the caller reports).
+        If the drop cost only the reply of an EXEC that ran, the job exists and this call
+        says ``created=False`` for a job it did create: stored once either way.
         """
-        job = BullJob(queue, name, wire, {**queue.jobsOpts, **bull_opts})
-        key = self.key(queue.name, str(bull_opts["jobId"]))
-        async with client.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(key)
-                if await pipe.exists(key):
-                    job.id = bull_opts["jobId"]
-                    return job, False
-                pipe.multi()  # type: ignore[no-untyped-call]
-                await queue.backend.scripts.addJob(job, pipe)
-                (result,) = await pipe.execute()
-            except WatchError:
-                job.id = bull_opts["jobId"]
-                return job, False
-        if isinstance(result, int) and result < 0:
-            raise queue.backend.scripts.finishedErrors(
-                {"code": result, "parentKey": None, "command": "addJob"})
-        job.id = str(result)
-        return job, True
+        job_id = str(bull_opts["jobId"])
+        key = self.key(queue.name, job_id)
+        for _ in range(_ADD_ATTEMPTS):
+            job = BullJob(queue, name, wire, {**queue.jobsOpts, **bull_opts})
+            async with client.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    if await pipe.exists(key):
+                        job.id = job_id
+                        return job, False
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    await queue.backend.scripts.addJob(job, pipe)
+                    (result,) = await pipe.execute()
+                except WatchError:
+                    if await client.exists(key):
+                        job.id = job_id
+                        return job, False
+                    continue
+            if isinstance(result, int) and result < 0:
+                raise queue.backend.scripts.finishedErrors(
+                    {"code": result, "parentKey": None, "command": "addJob"})
+            job.id = str(result)
+            return job, True
+        raise RedisUnavailableError(self.url, f"could not add job {job_id}: the connection "
+                                              f"dropped {_ADD_ATTEMPTS} times")
 
     async def schedule_email_job(
         self,
