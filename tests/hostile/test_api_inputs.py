@@ -91,6 +91,10 @@ CASES: list[tuple[str, str, bytes, int]] = [
     ("seed-performance-nested", "/api/dev/queue?action=performance",
      dumps({"jobCount": nested(50)}), 422),
     ("seed-unknown-action", "/api/dev/queue?action=" + "x" * 5000, b"{}", 400),
+    # found by schemathesis: an id past SQLite's 64-bit integers was a 500
+    ("dead-letter-id-overflow", "/api/dev/dead-letters/-36893488147419103232/replay",
+     b"{}", 422),
+    ("dead-letter-id-huge", "/api/dev/dead-letters/9223372036854775808/replay", b"{}", 422),
 ]
 
 

@@ -251,7 +251,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         return {"dead_letters": [d.to_dict() for d in letters]}
 
     @router.post("/dead-letters/{letter_id}/replay", summary="Enqueue a dead letter again")
-    async def replay(letter_id: int) -> Any:
+    async def replay(letter_id: Annotated[int, Path(ge=1, le=2**63 - 1)]) -> Any:
         store = await ctx.store()
         letter = await store.get_dead_letter(letter_id)
         if letter is None:
