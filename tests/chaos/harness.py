@@ -44,6 +44,7 @@ from tests.chaos.processes import (
     Processes,
     RedisServer,
     Sink,
+    SinkStats,
     WorkerProcess,
 )
 from tests.chaos.worker_entry import CHAOS_JOB, CHAOS_QUEUE
@@ -235,6 +236,14 @@ class Stage:
             env[base + "REMOVE_ON_FAIL"] = _KEEP
         return env
 
+    async def wind_down(self, worker: WorkerProcess, cfg: WorkerConfig
+                        ) -> tuple[int | None, SinkStats]:
+        """SIGTERM ``worker``, wait for its exit code, stop the sink and return both."""
+        worker.terminate()
+        code = await worker.wait_exit(cfg.shutdown_timeout_s + 15)
+        assert self.sink is not None
+        return code, await self.sink.stop()
+
     def worker(self, cfg: WorkerConfig, queues: Sequence[str] = QUEUES) -> WorkerProcess:
         log = self.workdir / f"worker-{len(self.workers) + 1}.log"
         proc = self.procs.spawn(
@@ -331,11 +340,15 @@ class Stage:
             await asyncio.sleep(0.1)
 
 
-def account(result: ScenarioResult, states: dict[tuple[str, str], str], view: LedgerView
-            ) -> None:
+def account(result: ScenarioResult, states: dict[tuple[str, str], str], view: LedgerView,
+            sink: SinkStats | None = None, emails: Sequence[str] = ()) -> None:
     """Fill accepted/completed/failed/lost/duplicate_executions from the final states
-    (Redis) and the ledger. A job whose add was lost by Redis but that ran to a
+    (Redis) and the ledger, and duplicate/missing emails from the ``sink``'s counts of
+    the ``emails`` expected. A job whose add was lost by Redis but that ran to a
     recorded completion before counts as completed (noted as ``completed_not_in_redis``)."""
+    if sink is not None:
+        result.duplicate_emails = sink.duplicates()
+        result.missing_emails = sink.missing(emails)
     result.accepted = len(states)
     completed = failed = lost = ran_then_vanished = 0
     lost_states: dict[str, int] = {}

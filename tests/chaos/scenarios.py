@@ -102,14 +102,11 @@ async def worker_crash(p: Profile, workdir: Path, lock_ms: int, stalled_ms: int
                 client, {CHAOS_QUEUE: list(producer.acks), "email": batch_ids},
                 timeout=(lock_ms + stalled_ms) / 1000 + p.settle_s)
             final = await ledger.counts()
-            second.terminate()
-            exit_code = await second.wait_exit(cfg.shutdown_timeout_s + 15)
-            assert stage.sink is not None
-            sink = await stage.sink.stop()
+            exit_code, sink = await stage.wind_down(second, cfg)
         finally:
             await client.aclose()
         view = stage.read_ledger()
-    account(result, states, view)
+    account(result, states, view, sink, emails)
     interrupted = view.interrupted_by(first.pid)
     # Recovery: the kill → the last interrupted job back in the queue (a stalled check
     # of the new worker moved it). Starting it again can take longer: it queues behind
@@ -118,8 +115,6 @@ async def worker_crash(p: Profile, workdir: Path, lock_ms: int, stalled_ms: int
     result.recovery_s = _latest(requeued, killed_at)
     completed_again = [view.first_done_after(e.key, killed_at) for e in interrupted]
     after = view.done_after(killed_at)
-    result.duplicate_emails = sink.duplicates()
-    result.missing_emails = sink.missing(emails)
     result.emails_in_flight_at_fault = at_kill.pending
     result.extra.update({
         "jobs_in_flight_at_fault": len(interrupted),
@@ -246,17 +241,12 @@ async def graceful_stop(p: Profile, workdir: Path) -> ScenarioResult:
             states = await stage.settle(client, {CHAOS_QUEUE: ids, "email": batch_ids},
                                         timeout=p.settle_s)
             stalled = await _stalled_counters(client, {CHAOS_QUEUE: ids, "email": batch_ids})
-            second.terminate()
-            second_code = await second.wait_exit(cfg.shutdown_timeout_s + 15)
-            assert stage.sink is not None
-            sink = await stage.sink.stop()
+            second_code, sink = await stage.wind_down(second, cfg)
         finally:
             await client.aclose()
         view = stage.read_ledger()
         logs = [line for w in stage.workers for line in w.log_lines()]
-    account(result, states, view)
-    result.duplicate_emails = sink.duplicates()
-    result.missing_emails = sink.missing(emails)
+    account(result, states, view, sink, emails)
     result.emails_in_flight_at_fault = at_signal.pending
     running = [e for e in view.of_pid(first.pid) if e.running_at(signalled)]
     result.recovery_s = 0.0 if not view.interrupted_by(first.pid) else None

@@ -26,6 +26,7 @@ async def test_redis_kill_9_with_aof_loses_at_most_the_last_fsync_second(
     # appendfsync everysec: only jobs acknowledged in the last second(s) before the kill
     # may be gone (Redis documents up to 2 s when an fsync is slow); nothing else.
     assert r.extra["lost_acked_after_restart"] == 0
+    assert r.extra["lost_outside_fsync_window"] == 0
     if r.lost:
         assert r.extra["lost_acked_at_most_s_before_kill"] <= 2.0
     # The worker resumed by itself. The only re-runs are jobs running at the kill, or
