@@ -9,6 +9,13 @@ Rules every client follows:
   peer is noticed. *Blocking* connections (``BZPOPMIN`` and friends) have none: redis-py
   8 defaults to a 5 s socket timeout, which would cut every wait longer than that.
 
+- A client's pool is *blocking*: past ``redis_max_connections`` a command waits for a
+  free connection, up to ``redis_command_timeout_s``; past that it fails with
+  ``PoolExhaustedError`` — this process is overloaded, Redis may be fine.
+- Deadlines on Redis calls that must fail fast (readiness, a scrape) are called only
+  after the event loop has had a few turns past them (``finished_within``), so a loop
+  busy with a burst of requests never makes a Redis that answered look silent.
+
 ``resolve_redis_url`` picks the server: ``REDIS_URL`` if set; else whatever answers at
 the probe URL (``redis://127.0.0.1:6379``); else a private embedded server
 (``embedded.py``).
@@ -21,7 +28,7 @@ import logging
 import ssl
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -48,6 +55,62 @@ Purpose = Literal["command", "blocking"]
 AnyRedis = aioredis.Redis | RedisCluster
 
 _embedded: dict[str, EmbeddedServer] = {}
+T = TypeVar("T")
+
+
+class PoolExhaustedError(RedisConnectionError):
+    """Every connection of a client's pool stayed busy for the whole wait.
+
+    The process has more Redis commands in flight than ``redis_max_connections`` for
+    longer than ``redis_command_timeout_s``: it is overloaded, while Redis itself may be
+    answering well. A subclass of redis-py's ``ConnectionError``, so the workers back off
+    from it as from any connection trouble; the API answers it 503 *overloaded* with
+    ``Retry-After`` instead of "Redis is unavailable".
+    """
+
+
+class _WaitingPool(aioredis.BlockingConnectionPool):
+    """redis-py's blocking pool, telling a full pool apart from a failed connection.
+
+    redis-py raises the same ``ConnectionError`` for both; only the full pool comes from
+    its own wait timing out (``No connection available.``, caused by a ``TimeoutError``).
+    """
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except RedisConnectionError as exc:
+            if isinstance(exc.__cause__, TimeoutError) and not isinstance(
+                    exc, PoolExhaustedError):
+                raise PoolExhaustedError(
+                    f"all {self.max_connections} Redis connections of this process stayed "
+                    f"busy for {self.timeout} s (NLQ_REDIS_MAX_CONNECTIONS, "
+                    "NLQ_REDIS_COMMAND_TIMEOUT_S)") from exc
+            raise
+
+
+# Turns of the event loop a deadline waits past its time before calling it. A PING on
+# an open connection needs 3 turns to be read (socket → reader → the task); opening the
+# connection first (connect, CLIENT SETINFO, CLIENT SETNAME) needs about 22.
+GRACE_TURNS = 24
+
+
+async def finished_within(task: asyncio.Future[T], seconds: float) -> bool:
+    """Wait for ``task`` up to ``seconds``, then ``GRACE_TURNS`` turns of the event loop.
+
+    On a free loop the turns take microseconds: the deadline is ``seconds``. On a loop
+    busy with other work (a burst of a thousand requests being parsed) each turn takes
+    long, and a reply that arrived in time may not have been read yet when the time is
+    up; the turns let it be read before the deadline is called — so a slow loop delays
+    the verdict instead of faking an outage. True if the task finished. The task is
+    left running either way; cancel it if it is no longer wanted.
+    """
+    await asyncio.wait({task}, timeout=seconds)
+    for _ in range(GRACE_TURNS):
+        if task.done():
+            return True
+        await asyncio.sleep(0)  # one turn: the loop polls its sockets and runs what is ready
+    return task.done()
 
 
 def resolve_redis_url(settings: Settings) -> str:
@@ -132,7 +195,7 @@ def create_redis(
         return cluster
     # A blocking pool: past max_connections a command waits for a free connection
     # (redis-py's default pool fails it at once with "Too many connections").
-    pool = aioredis.BlockingConnectionPool.from_url(
+    pool = _WaitingPool.from_url(
         url, max_connections=max_connections or settings.redis_max_connections,
         timeout=settings.redis_command_timeout_s, **kwargs)
     client: aioredis.Redis = aioredis.Redis(connection_pool=pool)

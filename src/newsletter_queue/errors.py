@@ -11,6 +11,7 @@ caller can catch the whole family with one clause and still tell the cases apart
     │   ├── EvictionPolicyError       maxmemory-policy is not noeviction and strict mode is on
     │   ├── RedisOutOfMemoryError     Redis refused a write (maxmemory reached, noeviction)
     │   └── EmbeddedServerError       the private dev server could not be started
+    ├── OverloadedError               too many Redis commands in flight in this process; retry
     ├── QueueNotFoundError            unknown queue name (lists the known ones)
     ├── JobValidationError            job data failed validation (lists every bad field path)
     ├── JobNotFoundError              no job with that id in that queue
@@ -93,6 +94,20 @@ class RedisOutOfMemoryError(RedisError):
 
 class EmbeddedServerError(RedisError):
     """The private development Redis/Valkey server could not be started."""
+
+
+class OverloadedError(NewsletterQueueError):
+    """This process is overloaded: a Redis command waited for a connection too long.
+
+    Not an outage — Redis may be answering well; the process had more commands in
+    flight than its pool holds (``redis_max_connections``) for longer than
+    ``redis_command_timeout_s``. Retry after ``retry_after_s`` (the API sends it as
+    ``Retry-After``).
+    """
+
+    def __init__(self, detail: str, retry_after_s: int = 1) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"overloaded, retry in {retry_after_s} s: {detail}")
 
 
 class QueueNotFoundError(NewsletterQueueError, KeyError):

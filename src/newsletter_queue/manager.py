@@ -34,6 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .config import Settings, load_settings, mask_url
 from .connection import (
     AnyRedis,
+    PoolExhaustedError,
     check_server,
     create_redis,
     is_cluster_outage,
@@ -43,6 +44,7 @@ from .errors import (
     FieldError,
     JobNotFoundError,
     JobValidationError,
+    OverloadedError,
     QueueNotFoundError,
     RedisOutOfMemoryError,
     RedisUnavailableError,
@@ -185,6 +187,12 @@ def plan_batches(recipients: Sequence[Any], batch_size: int) -> list[tuple[int, 
     return [(start, min(start + batch_size, total)) for start in range(0, total, batch_size)]
 
 
+# BullMQ's clean script hands both to Redis commands as integers, through Lua's
+# doubles: past these a number reaches Redis in exponent form and the script fails.
+MAX_CLEAN_LIMIT = 2**31 - 1
+MAX_CLEAN_GRACE_MS = 10**13  # about 317 years
+
+
 def batch_job_id(tenant_id: str, campaign_id: str, index: int) -> str:
     """Deterministic id of batch ``index`` of a campaign: re-enqueueing adds nothing."""
     return f"email-{tenant_id}-{campaign_id}-b{index:05d}"
@@ -205,6 +213,7 @@ class QueueManager:
         self._lock = asyncio.Lock()
         self._closed = False
         self._store: Store | None = None
+        self._probe: AnyRedis | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> QueueManager:
@@ -249,6 +258,19 @@ class QueueManager:
         assert self._client is not None
         return self._client
 
+    async def probe_client(self) -> AnyRedis:
+        """A client with one connection of its own to the same server, for health pings.
+
+        A readiness ping on the shared pool would queue behind a burst of commands and
+        take the wait for an outage; this one never waits for anybody else.
+        """
+        await self.client()
+        if self._probe is None:
+            assert self._url is not None
+            self._probe = create_redis(self.settings, "command", url=self._url,
+                                       max_connections=1)
+        return self._probe
+
     async def queue(self, name: str) -> Queue:
         """The ``bullmq.Queue`` for ``name``. Raises ``QueueNotFoundError``."""
         cfg = self.settings.queue_config(name)
@@ -271,11 +293,14 @@ class QueueManager:
     async def close(self) -> None:
         """Close the Redis connection (and the store, if opened). Reusable afterwards."""
         client, self._client = self._client, None
+        probe, self._probe = self._probe, None
         store, self._store = self._store, None
         self._queues.clear()
         self._closed = True
         if client is not None:
             await client.aclose()
+        if probe is not None:
+            await probe.aclose()
         if store is not None:
             await store.close()
 
@@ -293,6 +318,8 @@ class QueueManager:
         client = await self.client()
         try:
             yield client
+        except PoolExhaustedError as exc:
+            raise OverloadedError(str(exc)) from exc
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise RedisUnavailableError(self.url, str(exc) or type(exc).__name__) from exc
         except Exception as exc:
@@ -678,8 +705,11 @@ class QueueManager:
         if state not in allowed:
             raise JobValidationError("clean", [FieldError(
                 "state", f"unknown state {state!r}; known: {', '.join(allowed)}")])
-        if grace_ms < 0 or limit < 0:
-            raise JobValidationError("clean", [FieldError("grace_ms", "must be ≥ 0")])
+        bad = [FieldError(name, f"must be 0 … {top}") for name, value, top in (
+            ("grace_ms", grace_ms, MAX_CLEAN_GRACE_MS), ("limit", limit, MAX_CLEAN_LIMIT))
+            if not 0 <= value <= top]
+        if bad:
+            raise JobValidationError("clean", bad)
         async with self._redis():
             q = await self.queue(queue)
             removed = await q.clean(grace_ms, limit, "wait" if state == "waiting" else state)

@@ -194,12 +194,14 @@ class QueueMonitor:
         """Counts, per-minute throughput, processing-time percentiles, error rate, oldest
         waiting job, workers and the paused flag of ``queue``."""
         self._check(queue)
-        now = now_ms if now_ms is not None else int(time.time() * 1000)
         stats = await self.manager.get_queue_stats(queue)
         client = await self._client()
         completed, failed = await asyncio.gather(
             get_metrics(client, self.settings, queue, "completed", 0, MINUTES - 1),
             get_metrics(client, self.settings, queue, "failed", 0, MINUTES - 1))
+        # "Now" is read after the counters: a job finished in a new minute while they were
+        # being read must fall inside the series, not one minute past its end.
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
         durations = cast(list[str], await client.lrange(
             self._key(queue, "durations"), 0, DURATIONS_KEEP - 1))
         if workers is None:

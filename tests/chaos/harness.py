@@ -368,7 +368,9 @@ def account(result: ScenarioResult, states: dict[tuple[str, str], str], view: Le
     result.completed, result.failed, result.lost = completed, failed, lost
     dup = view.duplicates(states)
     result.duplicate_executions = dup.duplicate_executions
-    result.extra.update({"completed_twice": dup.completed_twice, "retries": dup.retries,
+    result.extra.update({"completed_twice": dup.completed_twice,
+                         "completed_twice_jobs": [j for _, j in dup.completed_twice_jobs],
+                         "retries": dup.retries,
                          "executions": sum(1 for e in view.executions if e.key in states)})
     if ran_then_vanished:
         result.extra["completed_not_in_redis"] = ran_then_vanished

@@ -6,7 +6,8 @@ line being written — which the reader skips. Records:
 
 - ``start``: a processor began an execution (queue, job id, attempt, stalled counter);
 - ``end``: that execution returned (``ok``) or raised (``err`` = exception type);
-- ``done``: the worker recorded the completion in Redis (its ``completed`` hook);
+- ``done``: the worker recorded the completion in Redis (its ``completed`` hook, which
+  runs once ``moveToFinished`` has been answered);
 - ``failed``: the worker recorded a failed attempt (its ``failed`` hook; ``final``);
 - ``stalled``: this worker's stalled check moved a job back to wait (its ``stalled`` hook).
 
@@ -18,6 +19,14 @@ preceding one was interrupted (no ``end``: killed, or cancelled at shutdown) or 
 returned successfully (its result was lost, e.g. by a Redis restart). A re-execution
 after the processor raised (a retry with backoff, a job parking itself in *delayed*)
 is an ordinary *retry*, counted apart.
+
+What a killed worker *held* (``held_by``): the executions it never finished
+(``interrupted_by``) and those whose processor had returned but whose completion it had
+not yet seen acknowledged by Redis (``unacknowledged_by``: an ``end`` with ``ok`` and no
+``done`` from that process). Either kind may run again — the second is the at-least-once
+window between a processor returning and ``moveToFinished`` being answered; when the
+kill fell after Redis had written the completion but before the hook wrote ``done``, the
+job does not run again, so ``held_by`` is an upper bound.
 """
 
 from __future__ import annotations
@@ -89,6 +98,7 @@ class Execution:
 class Duplicates:
     duplicate_executions: int = 0  # see the module docstring
     completed_twice: int = 0  # executions that returned ok after one that returned ok
+    completed_twice_jobs: list[tuple[str, str]] = field(default_factory=list)
     retries: int = 0  # re-executions after the previous execution raised
     jobs: list[str] = field(default_factory=list)  # jobs with a duplicate execution
 
@@ -100,6 +110,7 @@ class LedgerView:
     failed: dict[tuple[str, str], list[dict[str, Any]]]
     broken_lines: int
     stalled: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    acknowledged: set[tuple[int, str, str]] = field(default_factory=set)  # (pid, queue, job)
 
     def first_stalled_after(self, key: tuple[str, str], t: float) -> float | None:
         """When a stalled check first moved the job back to wait after ``t``."""
@@ -122,6 +133,15 @@ class LedgerView:
         """Executions of ``pid`` that never ended (what was in flight when it died)."""
         return [e for e in self.executions if e.pid == pid and e.end is None]
 
+    def unacknowledged_by(self, pid: int) -> list[Execution]:
+        """Executions of ``pid`` that returned ok without ``pid`` recording the completion."""
+        return [e for e in self.executions if e.pid == pid and e.end is not None and e.ok
+                and (pid, e.queue, e.job) not in self.acknowledged]
+
+    def held_by(self, pid: int) -> list[Execution]:
+        """What ``pid`` held when it died: interrupted or not yet acknowledged."""
+        return self.interrupted_by(pid) + self.unacknowledged_by(pid)
+
     def first_done_after(self, key: tuple[str, str], t: float) -> float | None:
         later = [d for d in self.done.get(key, []) if d >= t]
         return min(later) if later else None
@@ -142,6 +162,7 @@ class LedgerView:
                     dup = True
                     if previous.ok and current.ok:
                         result.completed_twice += 1
+                        result.completed_twice_jobs.append(key)
                 else:
                     result.retries += 1
             if dup:
@@ -156,6 +177,7 @@ def read_ledger(directory: Path) -> LedgerView:
     done: dict[tuple[str, str], list[float]] = defaultdict(list)
     failed: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     stalled: dict[tuple[str, str], list[float]] = defaultdict(list)
+    acknowledged: set[tuple[int, str, str]] = set()
     broken = 0
     for path in sorted(directory.glob("*.jsonl")):
         for line in path.read_bytes().splitlines():
@@ -173,6 +195,7 @@ def read_ledger(directory: Path) -> LedgerView:
                 ends.append(rec)
             elif kind == "done":
                 done[(rec["q"], rec["j"])].append(rec["t"])
+                acknowledged.add((rec["p"], rec["q"], rec["j"]))
             elif kind == "failed":
                 failed[(rec["q"], rec["j"])].append(rec)
             elif kind == "stalled":
@@ -182,4 +205,4 @@ def read_ledger(directory: Path) -> LedgerView:
         if ex is not None:
             ex.end, ex.ok, ex.error = rec["t"], bool(rec.get("ok")), rec.get("err")
     return LedgerView(sorted(executions.values(), key=lambda e: e.start), dict(done),
-                      dict(failed), broken, dict(stalled))
+                      dict(failed), broken, dict(stalled), acknowledged)

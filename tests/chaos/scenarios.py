@@ -107,7 +107,15 @@ async def worker_crash(p: Profile, workdir: Path, lock_ms: int, stalled_ms: int
             await client.aclose()
         view = stage.read_ledger()
     account(result, states, view, sink, emails)
-    interrupted = view.interrupted_by(first.pid)
+    # What the dead worker held: executions it never finished, and those whose processor
+    # had returned while the completion was not yet acknowledged (they may run again).
+    held = view.held_by(first.pid)
+    unacknowledged = view.unacknowledged_by(first.pid)
+    runs = view.by_job()
+    # Held jobs that went back to the queue: every interrupted one, and an unacknowledged
+    # one unless Redis had written its completion before the kill.
+    interrupted = view.interrupted_by(first.pid) + [
+        e for e in unacknowledged if any(r.start > e.start for r in runs[e.key])]
     # Recovery: the kill → the last interrupted job back in the queue (a stalled check
     # of the new worker moved it). Starting it again can take longer: it queues behind
     # the waiting backlog, and email batches (priority 1000) behind every plain job.
@@ -117,8 +125,10 @@ async def worker_crash(p: Profile, workdir: Path, lock_ms: int, stalled_ms: int
     after = view.done_after(killed_at)
     result.emails_in_flight_at_fault = at_kill.pending
     result.extra.update({
-        "jobs_in_flight_at_fault": len(interrupted),
-        "batches_in_flight_at_fault": sum(1 for e in interrupted if e.queue == "email"),
+        "jobs_in_flight_at_fault": len(held),
+        "jobs_unacknowledged_at_fault": len(unacknowledged),
+        "unacknowledged_jobs": [e.job for e in unacknowledged],
+        "batches_in_flight_at_fault": sum(1 for e in held if e.queue == "email"),
         "recovery_bound_s": (lock_ms + stalled_ms) / 1000,
         "replacement_started_s": _since(second.started_at(), killed_at),
         "all_in_flight_restarted_s": _rounded(

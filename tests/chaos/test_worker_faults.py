@@ -37,15 +37,16 @@ async def test_sigkill_mid_campaign_loses_no_job_and_no_recipient(tmp_path: Path
     assert r.missing_emails == 0
     assert r.extra["emails_sent"] == QUICK.recipients
     assert r.duplicate_emails <= r.emails_in_flight_at_fault
-    # Only the jobs interrupted by the kill ran again, and none ran to completion twice.
+    # Only the jobs the dead worker held ran again — running, or returned but not yet
+    # acknowledged by Redis (the at-least-once window) — and only those of the second
+    # kind can have run to completion twice.
     assert r.duplicate_executions <= r.extra["jobs_in_flight_at_fault"]
-    assert r.extra["completed_twice"] == 0
-    # Every interrupted job was picked up again within lock duration + stalled interval
-    # of the replacement worker running (its start-up counted, +0.5 s for timers).
+    assert set(r.extra["completed_twice_jobs"]) <= set(r.extra["unacknowledged_jobs"])
+    # Every interrupted job was put back in the queue by the replacement's stalled
+    # check. How soon is a figure for bench/chaos.py (it depends on the machine); here
+    # the settle wait above bounds it.
     assert r.recovery_s is not None
     assert r.extra["replacement_started_s"] is not None
-    assert r.recovery_s <= (r.extra["recovery_bound_s"] + r.extra["replacement_started_s"]
-                            + 0.5)
     assert r.extra["second_worker_exit"] == 0
 
 

@@ -183,6 +183,18 @@ async def test_clean_queue(manager: QueueManager) -> None:
     assert (await manager.get_queue_stats("email")).waiting == 0
 
 
+async def test_clean_queue_refuses_numbers_the_script_cannot_take(
+        manager: QueueManager) -> None:
+    await manager.schedule_email_job("send", email("kept"))
+    # schemathesis found limit=30485510157674119168 reaching the Lua script as a double
+    for kwargs, field in (({"limit": 30485510157674119168}, "limit"),
+                          ({"grace_ms": 2**63}, "grace_ms"), ({"limit": -1}, "limit")):
+        with pytest.raises(JobValidationError) as caught:
+            await manager.clean_queue("email", state="waiting", **kwargs)
+        assert caught.value.paths == [field]
+    assert (await manager.get_queue_stats("email")).waiting == 1
+
+
 async def test_pause_and_resume(manager: QueueManager) -> None:
     await manager.schedule_email_job("send", email())
     await manager.pause_queue("email")

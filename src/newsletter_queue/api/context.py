@@ -11,8 +11,10 @@ import time
 from typing import Any
 
 from redis.exceptions import RedisError as RedisPyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..config import Settings
+from ..connection import finished_within
 from ..devtools import DevTools
 from ..errors import RedisUnavailableError
 from ..manager import QueueManager
@@ -21,7 +23,9 @@ from ..services.store import Store
 from .errors import ApiError
 
 # A Redis that does not answer within this is reported as unavailable (HTTP 503), so
-# clients learn of an outage within a second instead of waiting on socket timeouts.
+# clients learn of an outage within a second instead of waiting on socket timeouts. It is
+# called only after the event loop has had turns to read a reply (``finished_within``):
+# a loop busy with a burst delays the verdict, it does not fake one.
 REDIS_DEADLINE_S = 0.8
 # How long a successful ping vouches for Redis before the next request pings again.
 READY_FRESH_S = 0.25
@@ -50,8 +54,11 @@ class ApiContext:
 
         One ping serves every request that arrives while it is in flight, and a success
         stands for ``READY_FRESH_S``: a burst of 1,000 requests costs one PING, not
-        1,000 (which, each on its own connection, also made the burst slower than the
-        deadline). A failure is never cached: the next request pings again.
+        1,000. The ping goes over the manager's probe connection, never queued behind
+        the burst's commands in the shared pool, and its deadline is called only after
+        the event loop has had turns to read the reply, so a loop busy parsing the burst
+        is never taken for a silent Redis. A failure is never cached: the next request
+        pings again.
 
         Raises:
             RedisUnavailableError: no answer in time, or the connection failed.
@@ -63,20 +70,31 @@ class ApiContext:
         await asyncio.shield(self._ping)
 
     async def _ping_redis(self) -> None:
+        async def ping() -> None:
+            await (await self.manager.probe_client()).ping()
+
+        attempt = asyncio.ensure_future(ping())
         try:
-            async with asyncio.timeout(REDIS_DEADLINE_S):
-                client = await self.manager.client()
-                await client.ping()
+            if not await finished_within(attempt, REDIS_DEADLINE_S):
+                attempt.cancel()
+                raise self._unavailable(f"no answer within the deadline ({REDIS_DEADLINE_S} s)")
+            attempt.result()
         except RedisUnavailableError:
             raise
-        except (TimeoutError, OSError, RedisPyError) as exc:
-            reason = ("no answer within the deadline" if isinstance(exc, TimeoutError)
-                      else type(exc).__name__)
-            url = self.manager.url
-            if url == "(not connected)":
-                url = self.settings.masked_redis_url or "(default)"
-            raise RedisUnavailableError(url, reason) from exc
+        except (TimeoutError, RedisTimeoutError) as exc:
+            raise self._unavailable(f"no answer ({type(exc).__name__})") from exc
+        except (OSError, RedisPyError) as exc:
+            raise self._unavailable(type(exc).__name__) from exc
+        finally:
+            if not attempt.done():
+                attempt.cancel()
         self._ready_at = time.monotonic()
+
+    def _unavailable(self, reason: str) -> RedisUnavailableError:
+        url = self.manager.url
+        if url == "(not connected)":
+            url = self.settings.masked_redis_url or "(default)"
+        return RedisUnavailableError(url, reason)
 
     async def store(self) -> Store:
         """The records store (dead letters): the one handed in, else opened on first use.

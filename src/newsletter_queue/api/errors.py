@@ -3,8 +3,10 @@
 Mapping: unknown action or queue → 400 (listing the valid ones); a body or query that
 fails validation → 422; unknown job or dead letter → 404; a state conflict (retrying a
 job that is not failed …) → 409; a body over the size cap → 413; Redis unreachable →
-503; anything unexpected → 500 with an opaque incident id (the traceback goes to the
-log, not to the client).
+503; this process overloaded (a command waited longer than ``redis_command_timeout_s``
+for one of its ``redis_max_connections`` connections) → 503 with ``Retry-After`` and
+``"overloaded": true`` — never reported as an outage; anything unexpected → 500 with an
+opaque incident id (the traceback goes to the log, not to the client).
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from ..connection import PoolExhaustedError
 from ..errors import (
     ConfigurationError,
     JobNotFoundError,
     JobValidationError,
+    OverloadedError,
     QueueNotFoundError,
     RedisError,
 )
@@ -42,9 +46,19 @@ class ApiError(Exception):
         self.extra = extra
 
 
-def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def error_response(status: int, message: str, headers: dict[str, str] | None = None,
+                   **extra: Any) -> JSONResponse:
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+def overloaded_response(exc: Exception) -> JSONResponse:
+    """503 *overloaded*: retry soon; Redis itself is not reported down."""
+    if not isinstance(exc, OverloadedError):
+        exc = OverloadedError(str(exc))
+    return error_response(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)},
+                          overloaded=True, retry_after_s=exc.retry_after_s)
 
 
 def too_large(limit: int) -> JSONResponse:
@@ -88,6 +102,9 @@ def install_error_handlers(app: FastAPI) -> None:
         message = str(exc) if isinstance(exc, RedisError) else "Redis is unavailable"
         return error_response(503, message)
 
+    async def overloaded(request: Request, exc: Exception) -> JSONResponse:
+        return overloaded_response(exc)
+
     async def client_gone(request: Request, exc: Exception) -> JSONResponse:
         # The client went away mid-body (or the body cap cut it off, limits.py): nobody
         # reads this answer, and it is not a server error worth a traceback.
@@ -108,6 +125,10 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RedisError, redis_down)
     app.add_exception_handler(RedisConnectionError, redis_down)
     app.add_exception_handler(RedisTimeoutError, redis_down)
+    # Starlette picks the handler of the most specific class: a full pool is a redis-py
+    # ConnectionError too, but it means "overloaded", not "Redis down".
+    app.add_exception_handler(PoolExhaustedError, overloaded)
+    app.add_exception_handler(OverloadedError, overloaded)
     app.add_exception_handler(ConfigurationError, forbidden)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(ClientDisconnect, client_gone)

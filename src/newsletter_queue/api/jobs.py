@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..connection import AnyRedis
-from ..manager import JobOptions
+from ..manager import MAX_CLEAN_GRACE_MS, MAX_CLEAN_LIMIT, JobOptions
 from ..queues import QUEUE_NAMES, QueueName
 from ..records import JOB_STATES, JobInfo
 from .context import ApiContext
@@ -227,8 +227,8 @@ def build_router(ctx: ApiContext) -> APIRouter:
 
     @router.post("/queues/{queue}/clean", summary="Remove jobs of a state older than grace_ms")
     async def clean(queue: QueuePath, state: CleanStateParam = "completed",
-                    grace_ms: Annotated[int, Query(ge=0)] = 0,
-                    limit: Annotated[int, Query(ge=0)] = 0) -> Any:
+                    grace_ms: Annotated[int, Query(ge=0, le=MAX_CLEAN_GRACE_MS)] = 0,
+                    limit: Annotated[int, Query(ge=0, le=MAX_CLEAN_LIMIT)] = 0) -> Any:
         check(queue)
         await ctx.redis_ready()
         removed = await ctx.manager.clean_queue(queue, grace_ms, state, limit)

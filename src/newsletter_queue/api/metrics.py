@@ -27,6 +27,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from ..connection import finished_within
 from ..engine.metrics import get_metrics
 from ..monitoring_records import HISTOGRAM_BUCKETS_S, monitor_key
 from ..records import JOB_STATES
@@ -159,9 +160,11 @@ def _buckets(raw: dict[str, int]) -> tuple[list[tuple[str, float]], float]:
 
 
 async def render_metrics(ctx: ApiContext) -> tuple[bytes, str]:
-    try:
-        snap = await asyncio.wait_for(read_snapshot(ctx), REDIS_DEADLINE_S * 3)
-    except TimeoutError:
+    reading = asyncio.ensure_future(read_snapshot(ctx))
+    if await finished_within(reading, REDIS_DEADLINE_S * 3):
+        snap = reading.result()
+    else:
+        reading.cancel()
         snap = Snapshot()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(snap))
