@@ -9,7 +9,7 @@ import pytest
 from tests.chaos.api_scenarios import api_load, job_ids
 from tests.chaos.harness import report
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 
 
 def test_the_load_repeats_one_id_in_ten() -> None:

@@ -23,7 +23,7 @@ from newsletter_queue.services.smtp import SmtpPool
 from tests.chaos.harness import PREFIX, TENANT, Stage
 from tests.chaos.redis_scenarios import AOF_ARGS
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 
 
 @dataclass

@@ -18,7 +18,7 @@ from tests.chaos.redis_scenarios import eviction_policy
 from tests.chaos.scenarios import QUICK
 from tests.chaos.worker_entry import CHAOS_QUEUE
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 
 
 async def test_eviction_policy_is_refused_or_warned_and_a_full_redis_drops_nothing(

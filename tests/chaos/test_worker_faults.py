@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import statistics
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from tests.chaos.scenarios import (
 )
 from tests.chaos.worker_entry import CHAOS_QUEUE
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 
 
 async def test_sigkill_mid_campaign_loses_no_job_and_no_recipient(tmp_path: Path) -> None:
@@ -93,7 +94,10 @@ async def test_sigterm_mid_batch_lets_running_jobs_finish_and_nothing_stalls(
 
 
 async def test_a_worker_runs_its_stalled_check_every_interval(tmp_path: Path) -> None:
-    interval_ms = 200
+    # The regression this guards: a check gated by the worker's own previous gate key
+    # ran every *second* interval. Intervals of 1 s keep a loaded machine's timer lag
+    # (tens of milliseconds, now and then a few hundred) far from that.
+    interval_ms = 1000
     async with Stage(tmp_path, sink=False) as stage:
         client = stage.redis.client()
         worker = Worker(CHAOS_QUEUE, _noop, settings=stage.settings,
@@ -101,20 +105,18 @@ async def test_a_worker_runs_its_stalled_check_every_interval(tmp_path: Path) ->
         stamps: list[int] = []
         try:
             worker.start()
-            loop = asyncio.get_running_loop()
-            end = loop.time() + 4.0  # a window of about 20 checks
-            while loop.time() < end:
+            while len(stamps) < 11:  # ten gaps; the module's timeout bounds the wait
                 # Each check that runs stores its start time in the gate key.
                 value = await client.get(f"{PREFIX}:{CHAOS_QUEUE}:stalled-check")
                 if value is not None and (not stamps or stamps[-1] != int(value)):
                     stamps.append(int(value))
-                await asyncio.sleep(0.003)
+                await asyncio.sleep(0.01)
         finally:
             await worker.close(timeout=1)
             await client.aclose()
-    gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    assert len(gaps) >= 10
-    assert max(gaps) < 1.5 * interval_ms, sorted(gaps)[-5:]
+    gaps = sorted(b - a for a, b in itertools.pairwise(stamps))
+    assert statistics.median(gaps) < 1.5 * interval_ms, gaps
+    assert gaps[-1] < 2 * interval_ms, gaps
 
 
 async def _noop(job: Job) -> None:
