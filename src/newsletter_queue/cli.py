@@ -55,6 +55,15 @@ def _run(factory: Callable[[], Awaitable[T]]) -> T:
         raise typer.Exit(1) from None
 
 
+def _settings() -> Settings:
+    """The settings from the environment; an invalid one is a one-line error, exit 1."""
+    try:
+        return load_settings()
+    except NewsletterQueueError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
 def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
@@ -72,7 +81,7 @@ def stats_table(stats: dict[str, QueueStats]) -> Table:
 
 
 async def _with_tools(fn: Callable[[DevTools], Awaitable[T]]) -> T:
-    async with DevTools(load_settings()) as tools:
+    async with DevTools(_settings()) as tools:
         return await fn(tools)
 
 
@@ -82,7 +91,7 @@ def stats(as_json: JsonFlag = False) -> None:
     """Job counts by state for every queue."""
 
     async def go() -> dict[str, QueueStats]:
-        async with QueueManager(load_settings()) as manager:
+        async with QueueManager(_settings()) as manager:
             return await manager.get_all_queue_stats()
 
     result = _run(go)
@@ -97,7 +106,7 @@ def health(as_json: JsonFlag = False) -> None:
     """Health of Redis and every queue; exit 0 healthy, 1 warning, 2 critical."""
 
     async def go() -> Any:
-        async with QueueMonitor(load_settings()) as monitor:
+        async with QueueMonitor(_settings()) as monitor:
             return await monitor.generate_report(errors=0)
 
     report = _run(go)
@@ -123,7 +132,7 @@ def monitor(
     """Live table of every queue (Ctrl-C to stop)."""
     if once or as_json:
         async def snapshot() -> Any:
-            async with QueueMonitor(load_settings()) as mon:
+            async with QueueMonitor(_settings()) as mon:
                 return await mon.generate_report(errors=5)
 
         report = _run(snapshot)
@@ -175,7 +184,7 @@ def errors(
     """The most recent failed attempts (newest first)."""
 
     async def go() -> Any:
-        async with QueueMonitor(load_settings()) as mon:
+        async with QueueMonitor(_settings()) as mon:
             return await mon.get_recent_errors(limit, queue)
 
     found = _run(go)
@@ -203,7 +212,7 @@ def report(
         raise typer.Exit(2)
 
     async def go() -> Any:
-        async with QueueMonitor(load_settings()) as mon:
+        async with QueueMonitor(_settings()) as mon:
             return await mon.generate_report()
 
     result = _run(go)
@@ -229,7 +238,7 @@ def export_queue(
 # --- writes --------------------------------------------------------------------------------
 def _admin(queue: str, fn: Callable[[QueueManager], Awaitable[T]]) -> T:
     async def go() -> T:
-        async with QueueManager(load_settings()) as manager:
+        async with QueueManager(_settings()) as manager:
             return await fn(manager)
 
     return _run(go)
@@ -338,7 +347,7 @@ def up(
     """Run everything in one process: Redis (embedded if needed), the dev SMTP sink,
     the database, all workers, the API and the dashboard — until Ctrl-C or SIGTERM."""
     runner = importlib.import_module("newsletter_queue.runner")
-    settings = load_settings()
+    settings = _settings()
     _check_bind(settings, host)
     _run(lambda: runner.run_system(settings, host=host, port=port, demo=demo))
 
@@ -350,7 +359,7 @@ def worker(
     concurrency: Annotated[int | None, typer.Option(min=1, help="Jobs at once per queue.")] = None,
 ) -> None:
     """A production worker process for some or all queues (SIGTERM stops it gracefully)."""
-    settings = load_settings()
+    settings = _settings()
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     for name in names or []:
         try:
@@ -380,7 +389,7 @@ def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
     """Serve only the API, dashboard and /metrics (no workers)."""
     from .api import serve_api
 
-    settings = load_settings()
+    settings = _settings()
     _check_bind(settings, host)
     _run(lambda: serve_api(settings, host=host, port=port))
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import platformdirs
 from pydantic import (
@@ -25,35 +25,69 @@ from pydantic import (
     Field,
     PositiveInt,
     SecretStr,
+    ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .errors import ConfigurationError
 from .monitoring_records import MonitorThresholds
 from .queues import DEFAULT_KEY_PREFIX, QUEUE_DEFAULTS, QueueConfig
 
 APP_NAME = "newsletter-queue"
 DEFAULT_PROBE_URL = "redis://127.0.0.1:6379"
 
+# The shortest NLQ_API_TOKEN accepted for an API bound beyond loopback.
+MIN_PUBLIC_TOKEN_CHARS = 16
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.{}-]+$")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
+# Query parameters that can carry a credential. redis-py turns *every* query parameter
+# of a URL into a connection argument (``?password=…``, ``?username=…``,
+# ``?ssl_password=…``), as do asyncpg's DSNs (``?password=…``, ``?sslpassword=…``); a
+# parameter whose name contains one of these words is masked, whatever the scheme.
+_SECRET_PARAM_WORDS = ("pass", "pwd", "user", "secret", "token", "key", "auth", "cred")
+
+
+def _secret_param(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_PARAM_WORDS)
+
+
 def mask_url(url: str) -> str:
-    """Return ``url`` with its password (if any) replaced by ``***``."""
+    """Return ``url`` with every credential in it replaced by ``***``.
+
+    That is the password of ``user:password@`` and the value of every query parameter
+    that can carry one (``password``, ``username``, ``user``, ``ssl_password``, ``token``
+    …). A URL that cannot be parsed is not shown at all.
+    """
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:
         return "<unparseable url>"
-    if password is None:
+    netloc = parts.netloc
+    if password is not None:
+        user = parts.username or ""
+        # Everything after the last '@' is host[:port], kept verbatim (even a bad port).
+        netloc = f"{user}:***@{netloc.rpartition('@')[2]}"
+    query = parts.query
+    if query:
+        pieces = []
+        for piece in query.split("&"):
+            name, eq, _value = piece.partition("=")
+            secret = _secret_param(unquote_plus(name))
+            pieces.append(f"{name}=***" if secret and eq else piece)
+        query = "&".join(pieces)
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    user = parts.username or ""
-    # Everything after the last '@' is host[:port], kept verbatim (even a bad port).
-    host = parts.netloc.rpartition("@")[2]
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    if "://" not in url:
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    # By hand: urlunsplit drops the empty authority of ``unix:///path``.
+    return (f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+            + (f"#{parts.fragment}" if parts.fragment else ""))
 
 
 def default_state_dir() -> Path:
@@ -200,6 +234,16 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("api_token")
+    @classmethod
+    def _check_api_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # A blank token would be a secret anyone knows: refused, never taken as "no token".
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError(
+                "set but blank; set a real token (at least "
+                f"{MIN_PUBLIC_TOKEN_CHARS} characters to bind beyond loopback) or unset it")
+        return value
+
     @field_validator("key_prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
@@ -255,5 +299,16 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings from the environment and ``.env``, then apply keyword overrides."""
-    return Settings(**overrides)
+    """Read settings from the environment and ``.env``, then apply keyword overrides.
+
+    Raises:
+        ConfigurationError: a setting is invalid; the message names each one and why
+            (never its value, which may be a secret).
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: "
+            f"{error['msg'].removeprefix('Value error, ')}" for error in exc.errors())
+        raise ConfigurationError(f"invalid settings: {problems}") from None

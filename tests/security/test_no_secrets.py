@@ -242,3 +242,48 @@ async def test_no_secret_anywhere_after_a_full_run(
     assert len(ours) > 50  # DEBUG records of our code and the libraries were captured
     leaks += _leaks("log", [formatter.format(r) for r in ours])
     assert leaks == []
+
+
+async def test_a_redis_password_in_the_query_string_is_never_shown(tmp_path: Path) -> None:
+    """redis-py takes ``?password=`` as the password: masked like ``:password@``."""
+    query_pw = "queryPw-" + uuid.uuid4().hex[:12]
+    wrong_pw = "wrongQueryPw-" + uuid.uuid4().hex[:12]
+    prefix = f"nlqt-{uuid.uuid4().hex[:10]}"
+    shown: list[str] = []
+    with private_redis(tmp_path / "redis", "--requirepass", query_pw) as server:
+        url = f"redis://127.0.0.1:{server.port}/0?password={query_pw}"
+        settings = make_settings(redis_url=url, key_prefix=prefix,
+                                 state_dir=tmp_path / "state")
+        async with QueueManager(settings) as manager:
+            assert (await manager.health_check()).healthy  # the password was used
+            app = create_app(settings, manager=manager)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://127.0.0.1") as api:
+                for path in ("/readyz", "/api/dev/queue?action=dashboard",
+                             "/api/dev/queue?action=report", "/api/dev/queue?action=health",
+                             "/metrics"):
+                    response = await api.get(path)
+                    assert response.status_code == 200, (path, response.text[:300])
+                    shown.append(f"GET {path}: {response.text}")
+            shown += [manager.url, repr(manager), str(settings.masked_redis_url)]
+        # A wrong password in the query: the 503 and the exception say so, masked.
+        wrong = make_settings(redis_url=f"redis://127.0.0.1:{server.port}/0?password={wrong_pw}",
+                              key_prefix=prefix, state_dir=tmp_path / "state")
+        app = create_app(wrong)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://127.0.0.1") as api:
+            for path in ("/readyz", "/api/dev/queue?action=stats"):
+                response = await api.get(path)
+                assert response.status_code == 503, (path, response.text[:300])
+                shown.append(f"GET {path}: {response.text}")
+        with pytest.raises(RedisUnavailableError) as info:
+            async with QueueManager(wrong) as bad:
+                await bad.get_all_queue_stats()
+        shown += [str(info.value), repr(info.value)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NLQ_")}
+        env.update(REDIS_URL=url, NLQ_KEY_PREFIX=prefix,
+                   NLQ_STATE_DIR=str(tmp_path / "state"), COLUMNS="200")
+        shown.append(await asyncio.to_thread(_cli, ["report"], env, tmp_path))
+        shown.append(await asyncio.to_thread(_cli, ["health", "--json"], env, tmp_path))
+    assert any("password=***" in text for text in shown)
+    assert [text[:300] for text in shown if query_pw in text or wrong_pw in text] == []

@@ -63,6 +63,37 @@ def test_mask_url_variants() -> None:
     assert mask_url("redis://u:p@[::1]:6379") == "redis://u:***@[::1]:6379"
 
 
+@pytest.mark.parametrize(("url", "secrets"), [
+    ("redis://h:1/0?password=s3cret-q", ["s3cret-q"]),
+    ("redis://h:1/0?db=2&username=alice-q&password=s3cret-q", ["alice-q", "s3cret-q"]),
+    ("rediss://h:1/0?ssl_password=keypw-q&ssl_cert_reqs=required", ["keypw-q"]),
+    ("redis://:pw-netloc@h:1/0?password=pw-query", ["pw-netloc", "pw-query"]),
+    ("postgresql+asyncpg://h/db?user=bob-q&password=pgpw-q&sslpassword=ssl-q",
+     ["bob-q", "pgpw-q", "ssl-q"]),
+    ("unix:///tmp/redis.sock?password=sockpw-q", ["sockpw-q"]),
+    ("redis://h:1/0?PassWord=upper-q&auth_token=tok-q", ["upper-q", "tok-q"]),
+    ("redis://h:1/0?pass%77ord=encoded-q", ["encoded-q"]),
+])
+def test_mask_url_masks_credentials_in_the_query(url: str, secrets: list[str]) -> None:
+    masked = mask_url(url)
+    for secret in secrets:
+        assert secret not in masked, masked
+    assert "***" in masked
+    # what is not a credential is kept, so the URL still says where it points
+    assert masked.split("?")[0].rpartition("@")[2] == url.split("?")[0].rpartition("@")[2]
+    assert mask_url("redis://h:1/0?db=2&socket_timeout=5") == "redis://h:1/0?db=2&socket_timeout=5"
+
+
+def test_a_query_password_reaches_redis_py_and_is_never_shown() -> None:
+    """redis-py really takes ``?password=`` (so it is a secret worth masking)."""
+    import redis
+
+    kwargs = redis.connection.parse_url("redis://h:1/0?password=s3cret-q")
+    assert kwargs["password"] == "s3cret-q"
+    settings = make_settings(redis_url="redis://h:1/0?password=s3cret-q")
+    assert "s3cret-q" not in str(settings.masked_redis_url)
+
+
 @pytest.mark.parametrize("url", ["redis://h:1/0", "rediss://h:1", "unix:///tmp/r.sock",
                                  "redis://user:pw@h:1"])
 def test_supported_redis_schemes(url: str) -> None:

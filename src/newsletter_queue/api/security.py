@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..config import Settings
+from ..config import MIN_PUBLIC_TOKEN_CHARS, Settings
 from ..errors import ConfigurationError
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -59,13 +59,23 @@ def check_bind(settings: Settings, host: str) -> None:
     """Refuse to serve on a non-loopback address without a token.
 
     Raises:
-        ConfigurationError: ``host`` is not loopback and ``NLQ_API_TOKEN`` is unset.
+        ConfigurationError: ``host`` is not loopback and ``NLQ_API_TOKEN`` is unset or
+            shorter than ``MIN_PUBLIC_TOKEN_CHARS`` (blank tokens never get this far:
+            the settings refuse them).
     """
-    if not is_loopback(host) and settings.api_token is None:
+    if is_loopback(host):
+        return
+    token = settings.api_token
+    if token is None:
         raise ConfigurationError(
             f"refusing to bind the API to {host!r}: it is not a loopback address and "
             "NLQ_API_TOKEN is not set. Set NLQ_API_TOKEN (clients then send "
             "'Authorization: Bearer <token>') or bind to 127.0.0.1.")
+    if len(token.get_secret_value().strip()) < MIN_PUBLIC_TOKEN_CHARS:
+        raise ConfigurationError(
+            f"refusing to bind the API to {host!r}: NLQ_API_TOKEN is shorter than "
+            f"{MIN_PUBLIC_TOKEN_CHARS} characters, too easy to guess for an address "
+            "beyond loopback (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,19 @@ secret ever appears in a response."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 
 from newsletter_queue.api import create_app, is_loopback
-from newsletter_queue.config import Settings
+from newsletter_queue.config import Settings, load_settings
 from newsletter_queue.errors import ConfigurationError
 from tests.conftest import make_settings
 
@@ -141,3 +146,51 @@ def test_the_dashboard_page_is_self_contained() -> None:
     assert "innerHTML" not in text
 
 
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t"])
+def test_a_blank_token_is_refused_from_the_environment_and_dotenv(
+        blank: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NLQ_API_TOKEN", blank)
+    with pytest.raises(ConfigurationError, match="NLQ_API_TOKEN: set but blank"):
+        load_settings(_env_file=None)
+    monkeypatch.delenv("NLQ_API_TOKEN")
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f"NLQ_API_TOKEN={blank}\n")
+    with pytest.raises(ConfigurationError, match="set but blank"):
+        load_settings(_env_file=dotenv)
+
+
+def test_a_blank_token_cannot_open_the_api_on_a_public_bind(
+        redis_url: str, tmp_path: Path) -> None:
+    """The attack: NLQ_API_TOKEN= (empty) used to pass check_bind on 0.0.0.0 and let
+    ``Authorization: Bearer `` through on every route. Now the process does not start."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NLQ_")}
+    env.update(REDIS_URL=redis_url, NLQ_API_TOKEN="", NLQ_STATE_DIR=str(tmp_path))
+    port = _free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "newsletter_queue", "api", "--host", "0.0.0.0",
+         "--port", str(port)], env=env, cwd=tmp_path, capture_output=True, text=True,
+        timeout=60, check=False)
+    assert result.returncode == 1
+    assert "NLQ_API_TOKEN: set but blank" in result.stderr
+    assert "Traceback" not in result.stderr
+    # nothing listens there
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port),
+                                                                         timeout=2):
+        pass
+
+
+def test_a_short_token_is_refused_for_a_public_bind(settings: Settings) -> None:
+    short = settings.model_copy(update={"api_token": SecretStr("x" * 15)})
+    with pytest.raises(ConfigurationError, match="shorter than 16 characters"):
+        create_app(short, host="0.0.0.0")
+    create_app(short, host="127.0.0.1")  # loopback: a short token still guards POSTs
+    long_enough = settings.model_copy(update={"api_token": SecretStr("x" * 16)})
+    create_app(long_enough, host="0.0.0.0")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
