@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 
@@ -19,9 +20,15 @@ from newsletter_queue.config import Settings
 
 
 @contextmanager
-def live_api(settings: Settings, *, timeout: float = 20.0) -> Iterator[str]:
+def live_api(settings: Settings, *, timeout: float = 60.0) -> Iterator[str]:
     """Serve ``create_app(settings)`` on 127.0.0.1 and yield its base URL."""
-    app = create_app(settings)
+    with live_app(create_app(settings), timeout=timeout) as url:
+        yield url
+
+
+@contextmanager
+def live_app(app: Any, *, timeout: float = 60.0) -> Iterator[str]:
+    """Serve the ASGI ``app`` on 127.0.0.1 and yield its base URL."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
                                            access_log=False, lifespan="on"))
     thread = threading.Thread(target=server.run, name="live-api", daemon=True)

@@ -11,8 +11,16 @@ The rule (also in the README, "Operating it"):
    token and sends it with every API call it makes.
 3. On loopback, reads (GET/HEAD) are open; every other method (POST …) needs the token
    **when one is configured**. With no token configured, loopback POSTs are allowed —
-   that is what lets the dashboard work out of the box — but only from a page of the
-   API's own origin: a cross-site ``Origin`` is refused (CSRF).
+   that is what lets the dashboard work out of the box — but only from the API's own
+   origin or from no browser at all (CSRF, ``same_origin_or_no_browser``). Browsers
+   send ``Origin`` on every POST and ``Sec-Fetch-Site`` on every request; command-line
+   clients (curl, httpx) send neither. So a POST is refused when ``Sec-Fetch-Site`` is
+   anything but ``same-origin`` (``same-site`` included: another port of localhost is
+   another origin), or when ``Origin`` is present and is not exactly this API's
+   scheme-less ``host:port`` — ``null`` (a sandboxed frame, a ``file://`` page, a
+   no-referrer form) included. A cross-origin page cannot make a browser send the
+   bearer header either (no CORS headers are ever sent), so with a token configured
+   the token is the guard.
 4. On loopback, the ``Host`` header must name a loopback host (``localhost``,
    ``127.x.x.x``, ``[::1]``), so a DNS-rebinding page cannot reach the API through a
    name it controls.
@@ -92,6 +100,37 @@ def is_static_shell(method: str, path: str) -> bool:
         path == STATIC_SHELL[0] or path.startswith(STATIC_SHELL[1]))
 
 
+def _netloc(host: str) -> str:
+    """``host[:port]`` lower-cased, without the scheme's default port."""
+    host = host.strip().lower()
+    for default in (":80", ":443"):
+        if host.endswith(default):
+            return host[: -len(default)]
+    return host
+
+
+def same_origin_or_no_browser(headers: Mapping[str, str]) -> bool:
+    """Whether a state-changing request came from this API's own page or from no browser.
+
+    ``Sec-Fetch-Site`` (every request of a current browser) must be ``same-origin``;
+    ``Origin`` (every POST of a browser), when present, must name exactly the host and
+    port of the ``Host`` header. Neither header: not a browser (curl), allowed.
+    """
+    fetch_site = headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site.strip().lower() != "same-origin":
+        return False
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    try:
+        parts = urlsplit(origin.strip())
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False  # "null", file://, anything opaque
+    return _netloc(parts.netloc) == _netloc(headers.get("host", ""))
+
+
 def authorize(settings: Settings, method: str, server_host: str | None,
               headers: Mapping[str, str], path: str = "") -> Denied | None:
     """Apply the rule above to one request; ``None`` means allowed."""
@@ -109,9 +148,9 @@ def authorize(settings: Settings, method: str, server_host: str | None,
         if not local:
             return Denied(403, "this API is reachable on a non-loopback address but "
                                "NLQ_API_TOKEN is not set; refusing every request")
-        origin = headers.get("origin")
-        if origin and origin != "null" and not is_loopback(urlsplit(origin).hostname):
-            return Denied(403, "cross-site request refused: the Origin is not this API's")
+        if not same_origin_or_no_browser(headers):
+            return Denied(403, "cross-site request refused: only a page of this API's own "
+                               "origin, or a client that is not a browser, may change state")
         return None
     scheme, _, value = headers.get("authorization", "").partition(" ")
     sent = value.strip().encode()

@@ -194,3 +194,28 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "null"},
+    {"Origin": "http://127.0.0.1:9999"},
+    {"Origin": "http://localhost:1234"},
+    {"Origin": "http://evil.localhost:8000"},
+    {"Origin": "file://"},
+    {"Origin": "http://127.0.0.1:8000", "Sec-Fetch-Site": "same-site"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},
+])
+async def test_no_token_loopback_refuses_every_other_origin(
+        settings: Settings, redis_client: aioredis.Redis, headers: dict[str, str]) -> None:
+    async with client_for(settings) as client:
+        r = await client.post("/api/dev/queue?action=pause&queue=email", headers=headers)
+        assert r.status_code == 403, r.text
+        assert "cross-site request refused" in r.json()["error"]
+        assert not await redis_client.exists(f"{settings.key_prefix}:email:meta") or \
+            await redis_client.hget(f"{settings.key_prefix}:email:meta", "paused") is None
+        # this API's own page, and a client that is no browser, are allowed
+        same = {"Origin": "http://127.0.0.1:8000", "Sec-Fetch-Site": "same-origin"}
+        assert (await client.post("/api/dev/queue?action=pause&queue=ai",
+                                  headers=same)).status_code == 200
+        assert (await client.post("/api/dev/queue?action=resume&queue=ai")).status_code == 200
