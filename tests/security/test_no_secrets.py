@@ -109,7 +109,8 @@ async def test_no_secret_anywhere_after_a_full_run(
         redis_url = f"redis://:{REDIS_PW}@127.0.0.1:{server.port}/0"
         async with SmtpSink(credentials=("mailer", SMTP_PW)) as sink, \
                 FakeOpenAI() as fake:
-            smtp_url = f"smtp://mailer:{SMTP_PW}@127.0.0.1:{sink.port}"
+            # plaintext AUTH only because the sink is on loopback and the URL opts in
+            smtp_url = f"smtp://mailer:{SMTP_PW}@127.0.0.1:{sink.port}?plaintext_auth=loopback"
             settings = make_settings(
                 redis_url=redis_url, key_prefix=prefix, state_dir=tmp_path / "state",
                 smtp_url=smtp_url, ai_base_url=fake.base_url, ai_api_key=AI_KEY,
@@ -180,7 +181,8 @@ async def test_no_secret_anywhere_after_a_full_run(
             # Error paths: a wrong SMTP password, a wrong Redis password.
             wrong_smtp = settings.model_copy(update={
                 "smtp_url": SecretStr(
-                    f"smtp://mailer:{WRONG_SMTP_PW}@127.0.0.1:{sink.port}")})
+                    f"smtp://mailer:{WRONG_SMTP_PW}@127.0.0.1:{sink.port}"
+                    "?plaintext_auth=loopback")})
             services = await WorkerServices(wrong_smtp).open()
             manager = QueueManager(wrong_smtp)
             try:

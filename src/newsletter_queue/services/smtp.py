@@ -13,6 +13,13 @@ Errors are sorted the way the email processor needs them:
 ``SMTP_URL`` forms: ``smtp://[user:password@]host[:port][?starttls=auto|required|off]``
 and ``smtps://…`` (implicit TLS, port 465 by default); ``?verify=false`` skips
 certificate checks (development only).
+
+Credentials only ever travel over TLS. A URL with a password and ``starttls=off`` is
+refused when the pool is made; with ``starttls=auto``, a server that offers no STARTTLS
+(or a network that strips it from the EHLO reply) gets no AUTH: the send fails with
+``SmtpInsecureAuthError`` before a byte of the password is written. The one opt-in,
+``?plaintext_auth=loopback``, allows plaintext AUTH to a relay on this machine
+(``127.0.0.1``, ``::1``, ``localhost``) and nowhere else.
 """
 
 from __future__ import annotations
@@ -48,6 +55,14 @@ class SmtpPermanentError(SmtpError):
     """5xx: the server refuses this message or recipient for good."""
 
 
+class SmtpInsecureAuthError(SmtpTransientError):
+    """Credentials are configured but the session is not encrypted: AUTH was not sent.
+
+    A configuration problem, not the recipient's: transient (nobody is bounced), and
+    every send fails the same way until ``SMTP_URL`` is fixed.
+    """
+
+
 @dataclass(frozen=True)
 class SmtpTarget:
     host: str
@@ -57,6 +72,7 @@ class SmtpTarget:
     implicit_tls: bool
     starttls: str  # auto | required | off
     verify: bool
+    plaintext_auth: bool = False  # ?plaintext_auth=loopback: AUTH without TLS, loopback only
 
     @classmethod
     def parse(cls, url: str) -> SmtpTarget:
@@ -69,15 +85,30 @@ class SmtpTarget:
         if starttls not in ("auto", "required", "off"):
             raise ValueError("starttls must be auto, required or off")
         implicit = parts.scheme == "smtps"
-        return cls(
-            host=parts.hostname or "localhost",
+        host = parts.hostname or "localhost"
+        plaintext = query.get("plaintext_auth")
+        if plaintext not in (None, "loopback"):
+            raise ValueError("plaintext_auth accepts only 'loopback'")
+        if plaintext and host not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError(f"plaintext_auth=loopback is for a relay on this machine; "
+                             f"{host!r} is not a loopback address")
+        target = cls(
+            host=host,
             port=parts.port or (465 if implicit else 25),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             implicit_tls=implicit,
             starttls="off" if implicit else starttls,
             verify=query.get("verify", "true").lower() not in ("false", "0", "no"),
+            plaintext_auth=plaintext is not None,
         )
+        if (target.username is not None and not implicit and starttls == "off"
+                and not target.plaintext_auth):
+            raise ValueError(
+                f"SMTP credentials would be sent in clear text to {mask_url(url)}: use "
+                "smtps:// or STARTTLS (starttls=auto or required), or "
+                "?plaintext_auth=loopback for a relay on this machine")
+        return target
 
 
 class SmtpPool:
@@ -122,6 +153,13 @@ class SmtpPool:
         try:
             await client.connect()
             if t.username is not None:
+                if client.get_transport_info("ssl_object") is None and not t.plaintext_auth:
+                    await _quiet_close(client)
+                    raise SmtpInsecureAuthError(0, (
+                        f"refusing to send SMTP credentials in clear text to "
+                        f"{self.masked_url}: the server offered no STARTTLS. Use smtps://, "
+                        "a server with STARTTLS, or ?plaintext_auth=loopback for a relay "
+                        "on this machine"))
                 await client.login(t.username, t.password or "")
         except aiosmtplib.SMTPAuthenticationError as exc:
             await _quiet_close(client)

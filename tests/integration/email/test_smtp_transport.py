@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
 import shutil
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from newsletter_queue.services.sink import SmtpSink
-from newsletter_queue.services.smtp import SmtpPermanentError, SmtpPool, SmtpTransientError
+from newsletter_queue.services.smtp import (
+    SmtpInsecureAuthError,
+    SmtpPermanentError,
+    SmtpPool,
+    SmtpTransientError,
+)
 from tests.integration.test_connection import _make_tls_files
 
 MESSAGE = (b"From: a@example.com\r\nTo: b@example.com\r\nSubject: hi\r\n"
@@ -79,3 +88,76 @@ def test_bad_smtp_urls() -> None:
         SmtpPool("http://mailer:pw@host")
     with pytest.raises(ValueError, match="starttls"):
         SmtpPool("smtp://host?starttls=maybe")
+
+
+@contextlib.asynccontextmanager
+async def recording_proxy(port: int) -> AsyncIterator[tuple[int, bytearray]]:
+    """A TCP proxy on loopback in front of ``port`` that keeps every byte the client
+    sent; yields its own port and those bytes."""
+    sent = bytearray()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   keep: bytearray | None) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                if keep is not None:
+                    keep.extend(data)
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.gather(pipe(client_r, server_w, sent), pipe(server_r, client_w, None))
+
+    proxy = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield int(proxy.sockets[0].getsockname()[1]), sent
+    finally:
+        proxy.close()
+
+
+def _secret_forms(user: str, password: str) -> list[bytes]:
+    plain = base64.b64encode(f"\0{user}\0{password}".encode())
+    return [password.encode(), base64.b64encode(password.encode()), plain]
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+async def test_credentials_never_go_out_in_clear_text() -> None:
+    """The attack: a server (or a network that strips STARTTLS) offering AUTH without
+    TLS. Nothing of the password reaches the wire, and the error says why."""
+    async with SmtpSink(credentials=("mailer", "s3cret-pw")) as sink, \
+            recording_proxy(sink.port) as (port, wire):
+        pool = SmtpPool(f"smtp://mailer:s3cret-pw@127.0.0.1:{port}", size=1, timeout=10)
+        try:
+            with pytest.raises(SmtpInsecureAuthError, match="in clear text") as info:
+                await pool.send("a@example.com", "b@example.com", MESSAGE)
+        finally:
+            await pool.close()
+        assert isinstance(info.value, SmtpTransientError)  # a setup problem: no bounce
+        assert "s3cret-pw" not in str(info.value)
+        assert b"EHLO" in wire  # the session really happened …
+        assert b"AUTH" not in wire  # … and stopped before AUTH
+        assert not any(form in wire for form in _secret_forms("mailer", "s3cret-pw"))
+        assert sink.handler.accepted == 0
+    # starttls=off with a password is refused when the pool is made
+    with pytest.raises(ValueError, match="clear text"):
+        SmtpPool("smtp://mailer:pw@mail.example.com:587?starttls=off")
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+async def test_plaintext_auth_only_to_a_loopback_relay_that_opts_in() -> None:
+    async with SmtpSink(credentials=("mailer", "s3cret-pw")) as sink:
+        pool = SmtpPool(f"smtp://mailer:s3cret-pw@127.0.0.1:{sink.port}"
+                        "?plaintext_auth=loopback", size=1, timeout=10)
+        try:
+            await pool.send("a@example.com", "b@example.com", MESSAGE)
+        finally:
+            await pool.close()
+        assert sink.handler.accepted == 1
+    for url in ("smtp://mailer:pw@mail.example.com?plaintext_auth=loopback",
+                "smtp://mailer:pw@10.0.0.5?plaintext_auth=loopback"):
+        with pytest.raises(ValueError, match="not a loopback address"):
+            SmtpPool(url)
+    with pytest.raises(ValueError, match="only 'loopback'"):
+        SmtpPool("smtp://mailer:pw@127.0.0.1?plaintext_auth=yes")
