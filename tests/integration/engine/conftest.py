@@ -42,7 +42,11 @@ async def make_worker(settings: Settings) -> AsyncIterator[Callable[..., Worker]
 
 
 class Recorder:
-    """Collects a worker's events; ``wait`` polls until enough arrived."""
+    """Collects a worker's events; ``wait`` polls until enough arrived.
+
+    The default timeout is generous on purpose: it only costs time when a test fails,
+    and work has to happen first (on a slow, loaded machine too).
+    """
 
     def __init__(self, worker: Worker) -> None:
         self.events: dict[str, list[tuple[Any, ...]]] = {}
@@ -58,7 +62,7 @@ class Recorder:
     def of(self, event: str) -> list[tuple[Any, ...]]:
         return self.events.get(event, [])
 
-    async def wait(self, event: str, count: int = 1, timeout: float = 10.0
+    async def wait(self, event: str, count: int = 1, timeout: float = 30.0
                    ) -> list[tuple[Any, ...]]:
         async def probe() -> list[tuple[Any, ...]] | None:
             got = self.of(event)

@@ -113,12 +113,12 @@ async def test_run_workers_runs_until_stopped(
                                                shutdown_timeout=2, stop=stop))
     await manager.schedule_analytics_job("campaign-complete", {
         "campaignId": "c-9", "tenantId": "t-1", "eventType": "campaign-complete"})
-    await asyncio.wait_for(done.wait(), 10)
+    await asyncio.wait_for(done.wait(), 30)
     assert [w.queue for w in running_workers()] == ["analytics"]
     stop.set()
-    await asyncio.wait_for(runner, 10)
+    await asyncio.wait_for(runner, 30)
     assert running_workers() == []
-    await wait_for(lambda: _true(runner.done()))
+    await wait_for(lambda: _true(runner.done()), timeout=30, message="run_workers to return")
 
 
 async def _true(value: bool) -> bool:
