@@ -31,6 +31,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
+def brief(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters (with "…"): what error messages quote of an
+    id or name someone sent, so a 60 KB id is not echoed back."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class NewsletterQueueError(Exception):
     """Base class of every error raised by newsletter-queue."""
 
@@ -153,4 +159,4 @@ class JobNotFoundError(NewsletterQueueError, LookupError):
     def __init__(self, queue: str, job_id: str) -> None:
         self.queue = queue
         self.job_id = job_id
-        super().__init__(f"no job {job_id!r} in queue {queue!r}")
+        super().__init__(f"no job {brief(job_id)!r} in queue {brief(queue)!r}")

@@ -44,6 +44,7 @@ class ApiContext:
         self._store: Any = store
         self._ready_at = -1e9  # monotonic time of the last successful ping
         self._ping: asyncio.Future[None] | None = None
+        self.performance_running = asyncio.Lock()  # one action=performance at a time
 
     @property
     def dev_enabled(self) -> bool:

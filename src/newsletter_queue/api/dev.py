@@ -149,6 +149,8 @@ def build_router(ctx: ApiContext) -> APIRouter:
                 if queue is not None and isinstance(raw, dict):
                     raw.setdefault("queue", queue)
                 perf = PerformanceBody.model_validate(raw)
+            except RecursionError:
+                raise ApiError(400, "the body is nested too deeply to parse") from None
             except ValueError as exc:
                 errors = (_clean_validation(list(exc.errors()))
                           if isinstance(exc, ValidationError) else
@@ -174,8 +176,13 @@ def build_router(ctx: ApiContext) -> APIRouter:
                 await ctx.manager.resume_queue(name)
             return {"queue": name, "paused": await ctx.manager.is_paused(name)}
         assert perf is not None
-        result = await ctx.devtools.performance_test(perf.job_count, queue=perf.queue,
-                                                     drain_timeout_s=30)
+        # One at a time: each run fills a queue and holds its request up to 30 s.
+        if ctx.performance_running.locked():
+            raise ApiError(409, "a performance test is already running; try again when it "
+                                "has finished")
+        async with ctx.performance_running:
+            result = await ctx.devtools.performance_test(perf.job_count, queue=perf.queue,
+                                                         drain_timeout_s=30)
         return result.to_dict()
 
     @router.get("/workers", summary="Workers connected, by queue")

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..connection import AnyRedis
+from ..errors import brief
 from ..manager import MAX_CLEAN_GRACE_MS, MAX_CLEAN_LIMIT, JobOptions
 from ..queues import QUEUE_NAMES, QueueName
 from ..records import JOB_STATES, JobInfo
@@ -29,6 +30,9 @@ from .context import ApiContext
 from .errors import ApiError
 
 SEARCH_SCAN = 5000
+# Pages beyond this would ask Redis for offsets past what its integers (and the Lua
+# scripts' doubles) take; nobody pages through 200 million jobs 20 at a time.
+MAX_PAGE = 10_000_000
 _CHUNK = 250
 _LISTS = ("waiting", "active", "paused")
 # BullMQ's camelCase option names, accepted beside our snake_case ones.
@@ -149,7 +153,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         queue: QueuePath,
         state: Annotated[str, Query(description=", ".join(JOB_STATES),
                                     json_schema_extra={"enum": list(JOB_STATES)})] = "waiting",
-        page: Annotated[int, Query(ge=1)] = 1,
+        page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
         page_size: Annotated[int, Query(ge=1, le=200)] = 20,
         search: Annotated[str | None, Query(max_length=200)] = None,
     ) -> Any:
@@ -188,7 +192,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         await ctx.redis_ready()
         job = await ctx.manager.get_job(queue, job_id)
         if job is None:
-            raise ApiError(404, f"no job {job_id!r} in queue {queue!r}")
+            raise ApiError(404, f"no job {brief(job_id)!r} in queue {queue!r}")
         client = await ctx.manager.client()
         logs = await client.lrange(ctx.manager.key(queue, f"{job_id}:logs"), 0, -1)
         out = job.to_dict()
@@ -206,7 +210,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         q = await ctx.manager.queue(queue)
         state = str(await q.getJobState(job_id))
         if state == "unknown":
-            raise ApiError(404, f"no job {job_id!r} in queue {queue!r}")
+            raise ApiError(404, f"no job {brief(job_id)!r} in queue {queue!r}")
         if op == "remove":
             if not int(await q.remove(job_id)):
                 raise ApiError(409, f"job {job_id} is locked by a worker; try again when it "
@@ -218,7 +222,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
                                 f"{' or '.join(wanted)}", state=state)
         job = await BullJob.fromId(q, job_id)
         if job is None:
-            raise ApiError(404, f"no job {job_id!r} in queue {queue!r}")
+            raise ApiError(404, f"no job {brief(job_id)!r} in queue {queue!r}")
         try:
             await (job.retry(state) if op == "retry" else job.promote())
         except TypeError as exc:  # bullmq's "not in state" errors

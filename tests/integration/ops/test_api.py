@@ -20,7 +20,7 @@ from newsletter_queue.engine import Worker
 from newsletter_queue.manager import QueueManager
 from newsletter_queue.services.store import DeadLetterRecord, Store
 from tests.conftest import make_settings
-from tests.helpers import silent_server
+from tests.helpers import silent_server, wait_for
 from tests.integration.ops.conftest import BASE_URL, fail_one_job
 
 GETS = ("dashboard", "inspect", "stats", "health", "metrics", "errors", "report")
@@ -391,3 +391,61 @@ async def test_enqueue_endpoint_rejects_bad_jobs_with_their_fields(
     assert unknown.status_code == 400
     assert unknown.json()["valid_queues"] == ["email", "analytics", "ai"]
     assert await redis_client.exists(f"{prefix}:email:wait") == 0
+
+
+async def test_one_performance_test_at_a_time(
+        api_client: httpx.AsyncClient, manager: QueueManager,
+        make_worker: Callable[..., Worker]) -> None:
+    import asyncio
+
+    release = asyncio.Event()
+
+    async def hold(job: Any) -> None:
+        await release.wait()
+
+    make_worker("analytics", hold, concurrency=5)
+
+    async def worker_seen() -> bool:
+        r = await api_client.get("/api/dev/workers")
+        return bool(r.json().get("analytics"))
+
+    await wait_for(worker_seen, timeout=30, message="the worker in CLIENT LIST")
+    first = asyncio.create_task(api_client.post(
+        "/api/dev/queue?action=performance", json={"jobCount": 3, "queue": "analytics"}))
+
+    async def first_running() -> bool:
+        return (await manager.get_queue_stats("analytics")).active == 3
+
+    await wait_for(first_running, timeout=30, message="the first run's jobs to be active")
+    second = await api_client.post("/api/dev/queue?action=performance",
+                                   json={"jobCount": 3, "queue": "analytics"})
+    assert second.status_code == 409
+    assert "already running" in second.json()["error"]
+    assert (await manager.get_queue_stats("analytics")).active == 3  # nothing added
+    release.set()
+    done = await asyncio.wait_for(first, 60)
+    assert done.status_code == 200
+    assert done.json()["drained"] is True
+    # once it has finished, the next run is accepted
+    again = await api_client.post("/api/dev/queue?action=performance",
+                                  json={"jobCount": 1, "queue": "analytics"})
+    assert again.status_code == 200
+
+
+async def test_out_of_range_reads_are_4xx_and_ids_are_not_echoed_whole(
+        api_client: httpx.AsyncClient) -> None:
+    r = await api_client.get(f"/api/dev/queues/email/jobs?page={10**30}")
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["field"] == "query.page"
+    assert (await api_client.get("/api/dev/queues/email/jobs?page=10000000")).status_code \
+        == 200
+    long_id = "x" * 60_000
+    for response in (await api_client.get(f"/api/dev/queues/email/jobs/{long_id}"),
+                     await api_client.post(f"/api/dev/queues/email/jobs/{long_id}/retry")):
+        assert response.status_code == 404
+        assert len(response.content) < 500
+        assert "x" * 100 not in response.text
+    r = await api_client.post("/api/dev/queue?action=performance",
+                              content=b"[" * 100_000 + b"]" * 100_000)
+    assert r.status_code == 400
+    assert "nested too deeply" in r.json()["error"]
