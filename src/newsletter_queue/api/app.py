@@ -17,7 +17,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import fastapi_offline
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -32,6 +34,8 @@ from .metrics import render_metrics
 from .security import authorize, check_bind
 
 STATIC = Path(__file__).parent / "static"
+DOCS_STATIC = "/docs/static"
+DOCS_FILES = Path(fastapi_offline.__file__).parent / "static"
 
 
 def create_app(settings: Settings | None = None, *, manager: QueueManager | None = None,
@@ -54,9 +58,12 @@ def create_app(settings: Settings | None = None, *, manager: QueueManager | None
         yield
         await ctx.close()
 
+    # /docs (Swagger UI) and /redoc are the copies in the fastapi-offline package, served
+    # by this app: nothing from a CDN (FastAPI's default loads them from jsdelivr on a
+    # floating tag, without integrity, and shows nothing without internet).
     app = FastAPI(title="newsletter-queue", version=__version__, lifespan=lifespan,
                   summary="Dev API, dashboard and metrics of the email, analytics and AI "
-                          "queues")
+                          "queues", docs_url=None, redoc_url=None)
     app.state.nlq = ctx
     install_error_handlers(app)
 
@@ -91,6 +98,23 @@ def create_app(settings: Settings | None = None, *, manager: QueueManager | None
     async def metrics() -> Response:
         body, content_type = await render_metrics(ctx)
         return Response(body, media_type=content_type)
+
+    app.mount(DOCS_STATIC, StaticFiles(directory=DOCS_FILES), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title="newsletter-queue API",
+            swagger_js_url=f"{DOCS_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_STATIC}/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> Response:
+        return get_redoc_html(
+            openapi_url=app.openapi_url or "/openapi.json", title="newsletter-queue API",
+            redoc_js_url=f"{DOCS_STATIC}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_STATIC}/favicon.png", with_google_fonts=False)
 
     if ctx.dev_enabled:
         app.include_router(dev.build_router(ctx))
