@@ -33,6 +33,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..jobs import Recipient
+from .template_bounds import MAX_LOOP_NESTING, MAX_STRING, BoundedSandbox, deadline
 
 _TAGS = re.compile(r"<[^>]+>")
 # RFC 5322 field names: printable ASCII except ':' (and so no space).
@@ -73,51 +74,15 @@ class Content:
 _NO_TEMPLATES = DictLoader({})
 
 
-# Resource bounds for tenant-written templates. The sandbox stops access to Python
-# internals, not work: '{{ "x" * 50000000 }}', '{{ 9 ** (9 ** 8) }}' or loops over huge
-# ranges would tie up a worker. These bounds keep one render small and short.
-MAX_SEQUENCE = 100_000  # characters or items built by '*'
-MAX_POWER_BITS = 4_096  # size of an integer built by '**'
-MAX_RANGE = 1_000  # items of one range()
-MAX_LOOP_NESTING = 2
-MAX_OUTPUT_CHARS = 2_000_000  # rendered size of one part
+# The rendered size of one part, and how long one render may take (the other bounds of
+# tenant templates are in template_bounds).
+MAX_OUTPUT_CHARS = MAX_STRING
 RENDER_DEADLINE_S = 2.0
 
 
-class _BoundedSandbox(SandboxedEnvironment):
-    """The sandbox, also refusing expressions that would build huge values.
-
-    Intercepting ``*`` and ``**`` also stops Jinja from folding them into constants
-    when a template compiles (which would build the value before any check).
-    """
-
-    intercepted_binops = frozenset(["*", "**"])
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for seq, n in ((left, right), (right, left)):
-                if (isinstance(seq, str | list | tuple) and isinstance(n, int)
-                        and len(seq) * n > MAX_SEQUENCE):
-                    raise SecurityError(f"'*' would build {len(seq) * n} items; at most "
-                                        f"{MAX_SEQUENCE}")
-        elif (operator == "**" and isinstance(left, int) and isinstance(right, int)
-              and right > 0 and max(abs(left), 2).bit_length() * right > MAX_POWER_BITS):
-            raise SecurityError(f"'**' result too large (over {MAX_POWER_BITS} bits)")
-        return super().call_binop(context, operator, left, right)
-
-
-def _bounded_range(*args: int) -> range:
-    items = range(*args)
-    if len(items) > MAX_RANGE:
-        raise SecurityError(f"range() of {len(items)} items; at most {MAX_RANGE}")
-    return items
-
-
 def _make_env(autoescape: bool) -> SandboxedEnvironment:
-    env = _BoundedSandbox(autoescape=autoescape, undefined=StrictUndefined,
+    return BoundedSandbox(autoescape=autoescape, undefined=StrictUndefined,
                           loader=_NO_TEMPLATES)
-    env.globals["range"] = _bounded_range
-    return env
 
 
 def _html_env() -> SandboxedEnvironment:
@@ -144,14 +109,19 @@ def _render(template: Template, context: dict[str, Any]) -> str:
     """Render with an output cap and a deadline (checked as output is produced)."""
     parts: list[str] = []
     size = 0
-    deadline = time.monotonic() + RENDER_DEADLINE_S
-    for chunk in template.generate(context):
-        parts.append(chunk)
-        size += len(chunk)
-        if size > MAX_OUTPUT_CHARS:
-            raise SecurityError(f"rendered output larger than {MAX_OUTPUT_CHARS} characters")
-        if time.monotonic() > deadline:
-            raise SecurityError(f"rendering took longer than {RENDER_DEADLINE_S:.0f} s")
+    end = time.monotonic() + RENDER_DEADLINE_S
+    token = deadline.set(end)  # the bounds' checks look at it too
+    try:
+        for chunk in template.generate(context):
+            parts.append(chunk)
+            size += len(chunk)
+            if size > MAX_OUTPUT_CHARS:
+                raise SecurityError(
+                    f"rendered output larger than {MAX_OUTPUT_CHARS} characters")
+            if time.monotonic() > end:
+                raise SecurityError(f"rendering took longer than {RENDER_DEADLINE_S:.0f} s")
+    finally:
+        deadline.reset(token)
     return "".join(parts)
 
 
