@@ -139,39 +139,48 @@ def _valid_job_id(value: Any) -> bool:
             and not value.isdigit() and value.isprintable())
 
 
+# Upper bounds of the numeric options: past them a number no longer fits the scripts'
+# msgpack integers and Lua doubles (a 500 before), and means nothing anyway.
+MAX_DELAY_MS = 10 * 365 * 24 * 3600 * 1000  # ten years, for delay and backoff delays
+MAX_COUNT = 2**31 - 1  # attempts, and the counts and ages of removeOnComplete/-Fail
+
+
 def _check_backoff(value: Any) -> str | None:
-    message = ("must be a delay in ms (integer ≥ 0) or {type, delay?, jitter?} with a "
-               "non-empty type, an integer delay ≥ 0 and a jitter in 0..1")
-    if _is_int(value, 0):
+    message = ("must be a delay in ms (integer 0..{MAX_DELAY_MS}) or {type, delay?, jitter?} "
+               "with a non-empty type, an integer delay 0..{MAX_DELAY_MS} and a jitter in 0..1"
+               ).replace("{MAX_DELAY_MS}", str(MAX_DELAY_MS))
+    if _is_int(value, 0, MAX_DELAY_MS):
         return None
     if not isinstance(value, Mapping) or set(value) - {"type", "delay", "jitter"}:
         return message
     kind, delay, jitter = value.get("type"), value.get("delay", 0), value.get("jitter", 0)
     jitter_ok = (isinstance(jitter, int | float) and not isinstance(jitter, bool)
                  and 0 <= jitter <= 1)
-    if not (isinstance(kind, str) and kind and _is_int(delay, 0) and jitter_ok):
+    if not (isinstance(kind, str) and kind and _is_int(delay, 0, MAX_DELAY_MS) and jitter_ok):
         return message
     return None
 
 
 def _check_keep(value: Any) -> str | None:
     """removeOnComplete/removeOnFail: a bool, a count, or {age?, count?, limit?}."""
-    if isinstance(value, bool) or _is_int(value, 0):
+    if isinstance(value, bool) or _is_int(value, 0, MAX_COUNT):
         return None
     if (isinstance(value, Mapping) and not set(value) - {"age", "count", "limit"}
-            and all(_is_int(v, 0) for v in value.values())):
+            and all(_is_int(v, 0, MAX_COUNT) for v in value.values())):
         return None
-    return ("must be true/false, a number of jobs to keep (≥ 0) or {age?, count?, limit?} "
-            "with integers ≥ 0 (age in seconds)")
+    return (f"must be true/false, a number of jobs to keep (0..{MAX_COUNT}) or "
+            f"{{age?, count?, limit?}} with integers 0..{MAX_COUNT} (age in seconds)")
 
 
 _OPTION_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "job_id": lambda v: None if _valid_job_id(v) else
     "must be a non-numeric string without ':' (max 200 chars)",
-    "delay": lambda v: None if _is_int(v, 0) else "must be an integer ≥ 0 (ms)",
+    "delay": lambda v: None if _is_int(v, 0, MAX_DELAY_MS) else
+    f"must be an integer 0..{MAX_DELAY_MS} (ms, at most ten years)",
     "priority": lambda v: None if _is_int(v, 0, MAX_PRIORITY) else
     f"must be an integer 0..{MAX_PRIORITY}",
-    "attempts": lambda v: None if _is_int(v, 1) else "must be an integer ≥ 1",
+    "attempts": lambda v: None if _is_int(v, 1, MAX_COUNT) else
+    f"must be an integer 1..{MAX_COUNT}",
     "backoff": _check_backoff,
     "lifo": lambda v: None if isinstance(v, bool) else "must be true or false",
     "remove_on_complete": _check_keep,

@@ -95,6 +95,16 @@ CASES: list[tuple[str, str, bytes, int]] = [
     ("dead-letter-id-overflow", "/api/dev/dead-letters/-36893488147419103232/replay",
      b"{}", 422),
     ("dead-letter-id-huge", "/api/dev/dead-letters/9223372036854775808/replay", b"{}", 422),
+    # numbers past what the scripts' msgpack/Lua take were 500s
+    *[(f"huge-{name}", "/api/dev/queues/ai/jobs",
+       dumps({"name": "x", "data": AI, "opts": opts}), 422) for name, opts in (
+        ("delay", {"delay": 10**30}), ("delay-int64", {"delay": 2**63}),
+        ("attempts", {"attempts": 10**30}),
+        ("backoff", {"backoff": {"type": "fixed", "delay": 10**30}}),
+        ("keep", {"removeOnComplete": 10**30}),
+        ("keep-age", {"removeOnFail": {"age": 10**30}}))],
+    ("seed-performance-deep-brackets", "/api/dev/queue?action=performance",
+     b"[" * 100_000 + b"]" * 100_000, 400),
 ]
 
 
