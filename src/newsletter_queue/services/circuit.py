@@ -19,7 +19,7 @@ from ..connection import AnyRedis
 
 State = Literal["closed", "open", "half-open"]
 
-# KEYS[1] breaker hash. ARGV: now_ms, probe_ttl_ms
+# KEYS[1] breaker hash. ARGV: now_ms, probe_ttl_ms, probe_poll_ms
 _ALLOW = """
 local h = KEYS[1]
 local now = tonumber(ARGV[1])
@@ -29,7 +29,7 @@ local until_ms = tonumber(redis.call('HGET', h, 'open_until') or '0')
 if state == 'open' and now < until_ms then return {0, until_ms - now, state} end
 -- cool-down over (or already half-open): one probe at a time
 local probe = tonumber(redis.call('HGET', h, 'probe_until') or '0')
-if probe > now then return {0, probe - now, 'half-open'} end
+if probe > now then return {0, math.min(probe - now, tonumber(ARGV[3])), 'half-open'} end
 redis.call('HSET', h, 'state', 'half-open', 'probe_until', now + tonumber(ARGV[2]))
 return {1, 0, 'half-open'}
 """
@@ -88,6 +88,9 @@ class CircuitBreaker:
         threshold: consecutive transient failures that open the circuit.
         cooldown_ms: how long it stays open before a half-open probe.
         probe_ttl_ms: how long one half-open probe may take before another is allowed.
+        probe_poll_ms: while a probe is in flight, how soon the others ask again (the
+            probe usually ends long before its TTL; waiting the whole TTL made every
+            recovery up to 30 s late, the queue paused all that time).
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class CircuitBreaker:
         threshold: int = 5,
         cooldown_ms: int = 30_000,
         probe_ttl_ms: int = 30_000,
+        probe_poll_ms: int = 1_000,
     ) -> None:
         if threshold < 1 or cooldown_ms < 1:
             raise ValueError("threshold and cooldown_ms must be positive")
@@ -108,13 +112,15 @@ class CircuitBreaker:
         self.threshold = threshold
         self.cooldown_ms = cooldown_ms
         self.probe_ttl_ms = probe_ttl_ms
+        self.probe_poll_ms = max(1, min(probe_poll_ms, probe_ttl_ms))
         self._allow = client.register_script(_ALLOW)
         self._failure = client.register_script(_FAILURE)
         self._success = client.register_script(_SUCCESS)
 
     async def allow(self) -> Decision:
         res = cast(list[Any], await self._allow(keys=[self.key],
-                                                args=[_now_ms(), self.probe_ttl_ms]))
+                                                args=[_now_ms(), self.probe_ttl_ms,
+                                                      self.probe_poll_ms]))
         return Decision(bool(int(res[0])), int(res[1]), cast(State, str(res[2])))
 
     async def record_failure(self) -> int:
