@@ -35,6 +35,9 @@ LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                "--disable-component-update", "--disable-sync"]
 SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 STATES = ("waiting", "prioritized", "active", "delayed", "completed", "failed")
+# The page polls every 2 s; Playwright's default 5 s for an expectation is two polls, too
+# few for a slow, busy machine. The expectations still fail, only later.
+EXPECT_TIMEOUT_MS = 20_000
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists() and shutil.which("chromium") is None,
@@ -49,7 +52,7 @@ async def serve(settings: Settings, manager: QueueManager) -> AsyncIterator[str]
                             access_log=False, lifespan="on")
     srv = uvicorn.Server(config)
     task = asyncio.create_task(srv.serve())
-    await wait_for(lambda: _started(srv, task), message="uvicorn to start")
+    await wait_for(lambda: _started(srv, task), timeout=30, message="uvicorn to start")
     port = srv.servers[0].sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"
@@ -87,7 +90,7 @@ async def _fail_a_job(manager: QueueManager, settings: Settings,
     async def failed() -> bool:
         return (await manager.get_queue_stats("ai")).failed == 1
 
-    await wait_for(failed, message="the AI job to fail")
+    await wait_for(failed, timeout=30, message="the AI job to fail")
     return worker
 
 
@@ -105,10 +108,13 @@ async def _deliver_mail(settings: Settings, client: aioredis.Redis) -> None:
         await sink.stop()
 
 
+@pytest.mark.timeout(300)  # about 5 s here; a slow machine, and one expectation's wait
 async def test_dashboard_shows_redis_and_steers_the_queues(
         server: str, manager: QueueManager, settings: Settings,
         redis_client: aioredis.Redis) -> None:
     from playwright.async_api import async_playwright, expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
 
     await manager.schedule_batch_email_sending(
         "spring", "acme", [{"email": f"r{i}@example.com"} for i in range(5)], 2)
@@ -161,7 +167,8 @@ async def test_dashboard_shows_redis_and_steers_the_queues(
             await expect(confirm).to_be_visible()
             await expect(confirm).to_contain_text("Pause the email queue?")
             await confirm.get_by_role("button", name="Confirm").click()
-            await wait_for(lambda: manager.is_paused("email"), message="email paused")
+            await wait_for(lambda: manager.is_paused("email"), timeout=30,
+                           message="email paused")
             await expect(page.get_by_test_id("paused-email")).to_be_visible()
             await expect(page.get_by_test_id("health-email")).to_have_text("warning")
             await expect(page.get_by_test_id("resume-email")).to_be_visible()
@@ -187,9 +194,12 @@ async def test_dashboard_shows_redis_and_steers_the_queues(
     assert (SHOTS / "dashboard-1280x800.png").stat().st_size > 10_000
 
 
+@pytest.mark.timeout(300)  # a slow machine's browser start, and one expectation's wait
 async def test_dashboard_asks_for_the_configured_token_before_changing_anything(
         redis_url: str, prefix: str, tmp_path: Path, redis_client: aioredis.Redis) -> None:
     from playwright.async_api import async_playwright, expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
 
     settings = make_settings(redis_url=redis_url, key_prefix=prefix, state_dir=tmp_path,
                              api_token="dash-token-123")
@@ -207,7 +217,7 @@ async def test_dashboard_asks_for_the_configured_token_before_changing_anything(
             assert not await manager.is_paused("ai")  # refused (401) until the token is given
             await token.get_by_label("Token").fill("dash-token-123")
             await token.get_by_role("button", name="Save").click()
-            await wait_for(lambda: manager.is_paused("ai"), message="ai paused")
+            await wait_for(lambda: manager.is_paused("ai"), timeout=30, message="ai paused")
             await expect(page.get_by_test_id("resume-ai")).to_be_visible()
         finally:
             await browser.close()

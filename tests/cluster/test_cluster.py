@@ -69,6 +69,7 @@ async def test_connect_gives_a_cluster_client_on_all_three_masters(
         await client.aclose()
 
 
+@pytest.mark.timeout(300)  # its waits add up to 190 s on a slow machine
 async def test_enqueue_process_and_monitor_on_a_cluster(
     cluster: LocalCluster, tagged_prefix: str, cluster_state: Path, sink: SmtpSink
 ) -> None:
@@ -114,14 +115,14 @@ async def test_enqueue_process_and_monitor_on_a_cluster(
                 text="Dear {{ name }}", from_addr="News <news@example.com>"))
             workers = start_workers(settings=settings, registry=services.registry())
             services.attach_hooks(workers)
-            await asyncio.wait_for(sink.handler.wait_for_total(251), 60)
+            await asyncio.wait_for(sink.handler.wait_for_total(251), 120)
 
             async def all_done() -> Any:
                 s = await manager.get_all_queue_stats()
                 return s if (s["email"].completed == 11 and s["ai"].completed == 1
                              and s["analytics"].completed >= 2) else None
 
-            final = await wait_for(all_done, timeout=30, message="every queue to finish")
+            final = await wait_for(all_done, timeout=60, message="every queue to finish")
         finally:
             await stop_workers(10)
             await services.close()
@@ -159,6 +160,7 @@ def _spawn_worker(overrides: dict[str, Any], queues: str, ledger_dir: Path
          str(ledger_dir)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+@pytest.mark.timeout(480)  # its waits add up to 330 s on a slow machine
 async def test_four_worker_processes_on_two_queues_run_every_job_once(
     cluster: LocalCluster, tagged_prefix: str, cluster_state: Path, sink: SmtpSink,
     tmp_path: Path,
@@ -232,6 +234,7 @@ async def test_four_worker_processes_on_two_queues_run_every_job_once(
     assert stats["email"].failed == stats["ai"].failed == 0
 
 
+@pytest.mark.timeout(240)  # its waits add up to 130 s on a slow machine
 async def test_prefix_limited_acl_user_on_every_node(
     cluster: LocalCluster, tagged_prefix: str, cluster_state: Path, sink: SmtpSink
 ) -> None:
@@ -257,13 +260,13 @@ async def test_prefix_limited_acl_user_on_every_node(
                     "data": {"subjects": ["Hello"]}})
                 workers = start_workers(settings=settings, registry=services.registry())
                 services.attach_hooks(workers)
-                await asyncio.wait_for(sink.handler.wait_for_total(5), 30)
+                await asyncio.wait_for(sink.handler.wait_for_total(5), 60)
 
                 async def finished() -> bool:
                     s = await manager.get_all_queue_stats()
                     return s["email"].completed == 1 and s["ai"].completed == 1
 
-                await wait_for(finished, timeout=30, message="both jobs to complete")
+                await wait_for(finished, timeout=60, message="both jobs to complete")
                 assert (await manager.health_check()).healthy
             finally:
                 await stop_workers(10)

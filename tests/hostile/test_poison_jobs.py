@@ -107,7 +107,7 @@ async def test_poison_jobs_fail_unrecoverable_with_a_clear_reason(
     cases = poisons(queue)
     for case, (fields, _) in cases.items():
         await _write_raw_job(redis_client, prefix, queue, f"poison-{case}", fields)
-    results = await asyncio.gather(*(engine.finished(queue, f"poison-{case}")
+    results = await asyncio.gather(*(engine.finished(queue, f"poison-{case}", timeout=60)
                                      for case in cases))
     problems = {}
     for (case, (_, expected)), job in zip(cases.items(), results, strict=True):
@@ -123,7 +123,7 @@ async def test_poison_jobs_fail_unrecoverable_with_a_clear_reason(
         letters = await store.list_dead_letters(100, queue, False)
         return letters if len(letters) >= len(cases) else None
 
-    letters = await wait_for(all_letters, timeout=10, message="the dead letters")
+    letters = await wait_for(all_letters, timeout=30, message="the dead letters")
     assert {letter.job_id for letter in letters} == {f"poison-{c}" for c in cases}
     assert all(letter.error for letter in letters)
     await engine.assert_alive()
@@ -150,9 +150,19 @@ async def test_malformed_job_hash_fails_at_once(
         return await states() == ["failed"] * len(cases)
 
     try:
-        await wait_for(all_failed, timeout=3, message="the malformed jobs to fail")
+        await wait_for(all_failed, timeout=30, message="the malformed jobs to fail")
     finally:
         print("states:", dict(zip(cases, await states(), strict=True)))
+    # "At once": on the first attempt, not after the retries their 3 attempts allow (the
+    # count, not the clock, says so).
+    problems = {}
+    for case in cases:
+        info = await engine.manager.get_job("email", f"malformed-{case}")
+        assert info is not None
+        reason = info.failed_reason or ""
+        if info.attempts_made != 1 or "malformed job hash" not in reason:
+            problems[case] = (info.attempts_made, reason[:200])
+    assert problems == {}
     await engine.assert_alive()
 
 

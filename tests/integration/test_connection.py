@@ -55,23 +55,30 @@ def silent_server() -> Iterator[int]:
 
 async def test_refused_connection_is_a_clear_masked_error() -> None:
     port = _closed_port()
-    settings = make_settings(redis_url=f"redis://app:hunter2@127.0.0.1:{port}/0")
+    # A long connect timeout: a refused connection must not wait for it. Sitting it out
+    # would take 10 s × 3 attempts (create_redis retries twice); being refused takes
+    # milliseconds. The bound is half of the slow path, far from both.
+    settings = make_settings(redis_url=f"redis://app:hunter2@127.0.0.1:{port}/0",
+                             redis_connect_timeout_s=10)
     started = time.monotonic()
     with pytest.raises(RedisUnavailableError) as info:
         await connect(settings)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < settings.redis_connect_timeout_s * 3 / 2
     assert info.value.url == f"redis://app:***@127.0.0.1:{port}/0"
     assert "hunter2" not in str(info.value)
     assert f"127.0.0.1:{port}" in str(info.value)
 
 
 async def test_unresponsive_server_fails_within_a_bounded_time(silent_server: int) -> None:
+    # The connect timeout bounds the handshake with a server that never answers: 0.3 s ×
+    # 3 attempts, about 1 s. The command timeout must not: it would take 30 s (or more,
+    # retried). The bound is half of that, far from both.
     settings = make_settings(redis_url=f"redis://:pw@127.0.0.1:{silent_server}/0",
-                             redis_connect_timeout_s=0.3)
+                             redis_connect_timeout_s=0.3, redis_command_timeout_s=30)
     started = time.monotonic()
     with pytest.raises(RedisUnavailableError) as info:
         await connect(settings)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < settings.redis_command_timeout_s / 2
     assert "pw@" not in str(info.value)
 
 

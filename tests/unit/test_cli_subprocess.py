@@ -36,6 +36,7 @@ def run(env: dict[str, str], *args: str, code: int = 0) -> subprocess.CompletedP
     return result
 
 
+@pytest.mark.timeout(600)  # eight CLI runs of up to 60 s each
 def test_read_and_admin_commands(env: dict[str, str]) -> None:
     created = json.loads(run(env, "test-jobs", "--json").stdout)
     assert len(created["ai"]) == 3
@@ -74,7 +75,7 @@ def spawn(env: dict[str, str]) -> Iterator[Any]:
             proc.wait(10)
 
 
-def _poll(check: Any, timeout: float = 20.0, what: str = "condition") -> Any:
+def _poll(check: Any, timeout: float = 60.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
@@ -84,6 +85,7 @@ def _poll(check: Any, timeout: float = 20.0, what: str = "condition") -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.timeout(240)  # its waits add up to 150 s on a slow machine
 def test_api_subprocess_serves_the_dev_api(env: dict[str, str], spawn: Any) -> None:
     port = _free_port()
     proc = spawn("api", "--port", str(port))
@@ -97,20 +99,21 @@ def test_api_subprocess_serves_the_dev_api(env: dict[str, str], spawn: Any) -> N
             return False
 
     _poll(up, what="the API to answer")
-    r = httpx.post(f"{base}/api/dev/queue?action=test", timeout=10)
+    r = httpx.post(f"{base}/api/dev/queue?action=test", timeout=30)
     assert r.status_code == 200
-    stats = httpx.get(f"{base}/api/dev/queue?action=stats&queue=ai", timeout=10).json()
+    stats = httpx.get(f"{base}/api/dev/queue?action=stats&queue=ai", timeout=30).json()
     assert stats["waiting"] == 3
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(15) == 0
+    assert proc.wait(30) == 0
 
 
+@pytest.mark.timeout(300)  # its waits add up to 180 s on a slow machine
 def test_worker_subprocess_processes_jobs_and_stops_on_sigterm(
         env: dict[str, str], spawn: Any, redis_url: str, prefix: str) -> None:
     run(env, "perf", "--jobs", "20", "--queue", "analytics")
     proc = spawn("worker", "--queues", "analytics", "--concurrency", "4")
     with redis.Redis.from_url(redis_url, decode_responses=True) as client:
-        _poll(lambda: client.zcard(f"{prefix}:analytics:completed") == 20, 30,
+        _poll(lambda: client.zcard(f"{prefix}:analytics:completed") == 20, 90,
               "20 analytics jobs to complete")
         assert client.llen(f"{prefix}:analytics:wait") == 0
     proc.send_signal(signal.SIGTERM)

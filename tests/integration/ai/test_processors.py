@@ -30,6 +30,10 @@ CONTENT_DATA = {"topic": "spring gardening", "outline": ["Seeds to start indoors
 SUBJECT_DATA = {"subjects": ["FREE seeds!!! Act now", "Your spring garden plan: 5 steps"]}
 STATS_DATA = {"stats": {"sent": 1000, "bounced": 80, "opens": 100, "clicks": 5,
                         "unsubscribes": 1, "send_hour": 6, "best_send_hour": 9}}
+# Long enough that the checks of an open circuit run inside the cool-down even on a slow,
+# busy machine (the breaker tests wait it out once each).
+COOLDOWN_MS = 2000
+COOLED_DOWN_WITHIN_S = COOLDOWN_MS / 1000 + 30
 
 
 def test_processor_names() -> None:
@@ -254,7 +258,7 @@ async def test_circuit_opens_on_repeated_5xx_and_a_probe_closes_it(
     fake_openai: FakeOpenAI, provider: OpenAICompatibleProvider,
     redis_client: aioredis.Redis, prefix: str,
 ) -> None:
-    breaker = CircuitBreaker(redis_client, prefix, "ai", threshold=3, cooldown_ms=400)
+    breaker = CircuitBreaker(redis_client, prefix, "ai", threshold=3, cooldown_ms=COOLDOWN_MS)
     process = build_ai_processors(provider, breaker)["ai-job"]
     for _ in range(3):
         fake_openai.error(500)
@@ -268,12 +272,13 @@ async def test_circuit_opens_on_repeated_5xx_and_a_probe_closes_it(
     job = ai_job("campaign-insights", STATS_DATA)
     with pytest.raises(RateLimited) as caught:
         await process(job)
-    assert 0 < caught.value.ms <= 400  # the rest of the cool-down
+    assert 0 < caught.value.ms <= COOLDOWN_MS  # the rest of the cool-down
     assert len(fake_openai.requests) == 3
     assert "circuit 'ai' is open" in job.logs[0]
 
     # After the cool-down one half-open probe goes through; its success closes it.
-    await wait_for(lambda: _cooled_down(breaker), timeout=5, message="the cool-down to end")
+    await wait_for(lambda: _cooled_down(breaker), timeout=COOLED_DOWN_WITHIN_S,
+                   message="the cool-down to end")
     fake_openai.reply("Recovered.")
     value = await process(ai_job("campaign-insights", STATS_DATA))
     assert value["result"]["summary"] == "Recovered."
@@ -291,7 +296,7 @@ async def test_failed_probe_reopens_the_circuit(
     fake_openai: FakeOpenAI, provider: OpenAICompatibleProvider,
     redis_client: aioredis.Redis, prefix: str,
 ) -> None:
-    breaker = CircuitBreaker(redis_client, prefix, "ai", threshold=1, cooldown_ms=300)
+    breaker = CircuitBreaker(redis_client, prefix, "ai", threshold=1, cooldown_ms=COOLDOWN_MS)
     process = build_ai_processors(provider, breaker)["ai-job"]
     fake_openai.hang()
     async with OpenAICompatibleProvider(fake_openai.base_url, None, MODEL,
@@ -301,7 +306,8 @@ async def test_failed_probe_reopens_the_circuit(
                 ai_job("campaign-insights", STATS_DATA))
     first = await breaker.status()
     assert first.state == "open"
-    await wait_for(lambda: _cooled_down(breaker), timeout=5, message="the cool-down to end")
+    await wait_for(lambda: _cooled_down(breaker), timeout=COOLED_DOWN_WITHIN_S,
+                   message="the cool-down to end")
     fake_openai.error(502)
     with pytest.raises(ProviderUnavailable):
         await process(ai_job("campaign-insights", STATS_DATA))

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from newsletter_queue.config import Settings
 from newsletter_queue.manager import QueueManager
 from newsletter_queue.services.ledger import CampaignLedger
@@ -28,13 +30,18 @@ def _worker(settings: Settings, redis_url: str, smtp_url: str) -> subprocess.Pop
         "REDIS_URL": redis_url, "SMTP_URL": smtp_url,
         "NLQ_KEY_PREFIX": settings.key_prefix, "NLQ_STATE_DIR": str(settings.state_dir),
         "NLQ_EMAILS_PER_SECOND": "100000", "NLQ_EMAILS_PER_SECOND_PER_TENANT": "100000",
-        "NLQ_QUEUES__EMAIL__LOCK_DURATION_MS": "2000",
-        "NLQ_QUEUES__EMAIL__STALLED_INTERVAL_MS": "1000",
+        # Short enough that the killed worker's batches are recovered within seconds, long
+        # enough that a healthy worker on a slow, busy machine renews its locks (and its
+        # ledger claims, which live as long as the lock) in time: a spurious stall would
+        # re-run a live batch, or fail it for stalling twice.
+        "NLQ_QUEUES__EMAIL__LOCK_DURATION_MS": "10000",
+        "NLQ_QUEUES__EMAIL__STALLED_INTERVAL_MS": "3000",
     })
     return subprocess.Popen([sys.executable, "-c", WORKER], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+@pytest.mark.timeout(400)  # its waits add up to 310 s on a slow machine
 async def test_kill_9_mid_campaign_loses_nobody(
     settings: Settings, manager: QueueManager, sink: SmtpSink, redis_url: str,
     tmp_path: Path,

@@ -15,7 +15,7 @@ from newsletter_queue.api import create_app
 from newsletter_queue.config import Settings
 from newsletter_queue.engine import Worker
 from newsletter_queue.manager import QueueManager
-from newsletter_queue.monitor import MonitorRecorder
+from newsletter_queue.monitor import MonitorRecorder, QueueMonitor
 from tests.helpers import wait_for
 
 BASE_URL = "http://127.0.0.1:8000"
@@ -65,5 +65,14 @@ async def fail_one_job(manager: QueueManager, make_worker: Callable[..., Worker]
     async def failed() -> bool:
         return (await manager.get_queue_stats(queue)).failed == 1
 
-    await wait_for(failed, message="the job to fail")
+    await wait_for(failed, timeout=30, message="the job to fail")
+    # The monitor's errors stream is written by the worker's 'failed' hook, which runs
+    # after BullMQ's state change: callers that read it must not race the hook.
+    monitor = QueueMonitor(manager=manager)
+
+    async def error_recorded() -> bool:
+        errors = await monitor.get_recent_errors(queue=queue)
+        return any(e.job_id == str(job.id) for e in errors)
+
+    await wait_for(error_recorded, timeout=30, message="the failed hook to record the error")
     return job.id
