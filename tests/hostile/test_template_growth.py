@@ -2,7 +2,7 @@
 
 Each hostile template is rendered by ``CompiledCampaign`` in a child process of its own
 (so the peak memory measured is the render's, not the test run's); the child reports
-the outcome and its peak RSS (``ru_maxrss``). Every one must fail as a ``RenderError``
+the outcome and its peak RSS (``VmHWM``). Every one must fail as a ``RenderError``
 or ``ContentError`` naming the bound, with the process's peak under 200 MB — before the
 fix, ``('a'*100000)|replace('a','b'*100000)`` hit a MemoryError at a 1.5 GB cap and the
 others built 30–100 MB each. A control renders ordinary templates that use the same
@@ -18,7 +18,7 @@ import sys
 import pytest
 
 CHILD = r"""
-import json, resource, sys
+import json, sys
 from newsletter_queue.jobs import Recipient
 from newsletter_queue.services.render import CompiledCampaign, Content, ContentError, RenderError
 template = sys.stdin.read()
@@ -32,8 +32,10 @@ except (RenderError, ContentError) as exc:
     outcome = f"{type(exc).__name__}: {exc}"
 except MemoryError:
     outcome = "MemoryError"
-peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"outcome": outcome, "peak_mb": peak_mb}))
+# VmHWM: this process's own peak (ru_maxrss would carry the parent's over fork + exec)
+status = open("/proc/self/status").read()
+peak_kb = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+print(json.dumps({"outcome": outcome, "peak_mb": peak_kb / 1024}))
 """
 
 # Each would build at least 30 MB (most far more) in one step without the bounds.
