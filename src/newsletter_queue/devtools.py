@@ -1,6 +1,6 @@
 """DevTools: inspect, fill, clear, watch, load-test and export the queues in development.
 
-The seed's ``queueDevTools`` / ``devHelpers`` in Python. Everything goes through Redis
+The original design's ``queueDevTools`` / ``devHelpers`` in Python. Everything goes through Redis
 (``QueueManager`` for jobs, ``QueueMonitor`` for the picture), so the tools work from
 any process — a REPL, the CLI or the dev API — against the workers of another.
 
@@ -346,7 +346,7 @@ def render_report(report: MonitorReport) -> Table:
 
 
 class DevHelpers:
-    """The seed's ``devHelpers``: one-word shortcuts over ``queue_dev_tools``."""
+    """The original design's ``devHelpers``: one-word shortcuts over ``queue_dev_tools``."""
 
     def __init__(self, tools: Callable[[], DevTools]) -> None:
         self._tools = tools

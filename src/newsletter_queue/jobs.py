@@ -1,4 +1,4 @@
-"""Job data models: the seed's TypeScript interfaces as pydantic v2 models.
+"""Job data models: the TypeScript interfaces of the original design as pydantic v2 models.
 
 On the wire (in Redis) fields are camelCase, exactly what a Node BullMQ producer sends,
 so its JSON validates unchanged; in Python they are snake_case. Build a model from

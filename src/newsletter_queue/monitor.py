@@ -1,8 +1,8 @@
 """QueueMonitor: metrics, recent errors, health and reports — read from Redis.
 
-Why everything is in Redis rather than in this process's memory (the seed kept its
-metrics in a Map): the API, the CLI and the workers are separate processes, and all of
-them must see the same picture. The sources:
+Why everything is in Redis rather than in this process's memory (the original
+TypeScript design kept its metrics in a Map): the API, the CLI and the workers are
+separate processes, and all of them must see the same picture. The sources:
 
 - counts by state and the paused flag: BullMQ's own keys (``QueueManager``);
 - completed / failed per minute: BullMQ's metrics keys (``{prefix}:{queue}:metrics:*``),

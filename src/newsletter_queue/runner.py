@@ -147,7 +147,7 @@ class WorkerServices:
                 deliveries=CountingRecorder(self.store, self.redis, s.key_prefix),
                 on_campaign_complete=self._enqueue_campaign_complete)
             # Campaign batches and transactional mail go through the same processor;
-            # the names the seed's examples use are registered too.
+            # the names the original design's examples use are registered too.
             for name in (EMAIL_SEND_BATCH, "send-newsletter", "welcome-email",
                          "reminder-email", "transactional"):
                 registry.register(QueueName.EMAIL, name, self.email)

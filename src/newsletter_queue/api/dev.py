@@ -1,7 +1,7 @@
-"""``/api/dev/queue``: the seed's development API, action by action.
+"""``/api/dev/queue``: the development API of the original design, action by action.
 
 GET ``?action=dashboard|inspect|stats|health|metrics|errors|report`` and POST
-``?action=test|clear|pause|resume|performance`` — exactly the seed's actions, with the
+``?action=test|clear|pause|resume|performance`` — exactly the original design's actions, with the
 same ``queue`` and ``limit`` parameters; ``performance`` takes ``{"jobCount": N}``.
 An unknown action or queue is a 400 that lists the valid ones.
 """
@@ -94,7 +94,7 @@ async def dashboard_data(ctx: ApiContext) -> dict[str, Any]:
 def build_router(ctx: ApiContext) -> APIRouter:
     router = APIRouter(prefix="/api/dev", tags=["dev"])
 
-    @router.get("/queue", summary="Seed dev API: read actions")
+    @router.get("/queue", summary="Dev API: read actions")
     async def get_queue(
         action: Annotated[str | None, Query(description=", ".join(GET_ACTIONS),
                                             json_schema_extra={"enum": list(GET_ACTIONS)})
@@ -132,7 +132,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
             return PlainTextResponse(report.to_markdown(), media_type="text/markdown")
         return report.to_dict()
 
-    @router.post("/queue", summary="Seed dev API: write actions")
+    @router.post("/queue", summary="Dev API: write actions")
     async def post_queue(
         request: Request,
         action: Annotated[str | None, Query(description=", ".join(POST_ACTIONS),

@@ -1,6 +1,6 @@
 """The ``data`` of each AI job type, as pydantic models.
 
-``AIJobData.data`` is a free JSON object on the wire (the seed's TypeScript shape), so
+``AIJobData.data`` is a free JSON object on the wire (the TypeScript shape Node producers send), so
 each type's processor validates it again here to get a precise error naming the field
 (``data.stats.open_rate``). Keys may be camelCase (what Node producers send) or
 snake_case; unknown keys are ignored so producers can attach their own context.
