@@ -105,7 +105,7 @@ def violations(row: dict[str, Any]) -> list[str]:
         return [f"{row['name']}: did not run: {row['error']}"]
     out = []
     # The Redis SIGKILL scenario says which of its losses fall outside the window Redis
-    # documents for appendfsync everysec (README, "Guarantees"); those alone break it.
+    # documents for appendfsync everysec (docs/guarantees.md); those alone break it.
     lost = row.get("lost_outside_fsync_window", row["lost"])
     if lost:
         out.append(f"{row['name']}: {lost} job(s) lost")

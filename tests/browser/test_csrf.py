@@ -210,7 +210,7 @@ async def test_no_page_of_another_origin_changes_anything(
                     assert await manager.is_paused("ai")
                 finally:
                     await browser.close()
-            # … and so does a client that is not a browser (the README's curl examples).
+            # … and so does a client that is not a browser (the curl examples in docs/operating.md).
             async with httpx.AsyncClient() as curl:
                 assert (await curl.post(pause)).status_code == 200
             assert await manager.is_paused("email")

@@ -1,4 +1,6 @@
-"""Every ```python block of the README runs, against a real Redis, under its own prefix."""
+"""Every ```python block of the README and of the documentation site (``docs/``) runs,
+against a real Redis, under its own prefix; and the README's links into ``docs/`` resolve
+(``mkdocs build --strict`` in ``scripts/test`` checks the links between the pages)."""
 
 from __future__ import annotations
 
@@ -11,12 +13,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def _blocks(page: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+
+
+EXAMPLES = [(page.relative_to(ROOT).as_posix(), number, block)
+            for page in PAGES for number, block in enumerate(_blocks(page), start=1)]
 
 RUNNER = """
 import ast, asyncio, sys
 source = sys.stdin.read()
-code = compile(source, "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+code = compile(source, sys.argv[1], "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
 async def main():
     result = eval(code, {"__name__": "__main__"})
     if asyncio.iscoroutine(result):
@@ -26,16 +36,28 @@ asyncio.run(main())
 
 
 def test_readme_has_examples() -> None:
-    assert len(BLOCKS) >= 5
+    assert len(EXAMPLES) >= 10
+    assert any(page == "README.md" for page, _, _ in EXAMPLES)
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_example_runs(index: int, redis_url: str, prefix: str, redis_client: object,
-                             tmp_path: Path) -> None:
+@pytest.mark.parametrize(("page", "number", "block"),
+                         [pytest.param(*example, id=f"{example[0]}-{example[1]}")
+                          for example in EXAMPLES])
+def test_readme_example_runs(page: str, number: int, block: str, redis_url: str, prefix: str,
+                             redis_client: object, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NLQ_")}
     env.update(REDIS_URL=redis_url, NLQ_KEY_PREFIX=prefix, NLQ_STATE_DIR=str(tmp_path))
-    result = subprocess.run([sys.executable, "-c", RUNNER], input=BLOCKS[index], text=True,
-                            capture_output=True, env=env, cwd=tmp_path, timeout=60,
-                            check=False)
-    assert result.returncode == 0, f"README example {index + 1} failed:\n{BLOCKS[index]}\n" \
+    result = subprocess.run([sys.executable, "-c", RUNNER, f"{page} example {number}"],
+                            input=block, text=True, capture_output=True, env=env,
+                            cwd=tmp_path, timeout=60, check=False)
+    assert result.returncode == 0, f"{page} example {number} failed:\n{block}\n" \
                                    f"{result.stderr}"
+
+
+def test_readme_links_resolve() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme)
+    local = [t for t in targets if "://" not in t]
+    assert any(t.startswith("docs/") for t in local)
+    missing = [t for t in local if not (ROOT / t).is_file()]
+    assert missing == []

@@ -1,4 +1,4 @@
-"""The Redis ACL that newsletter-queue needs, in one place (documented in the README).
+"""The Redis ACL that newsletter-queue needs, in one place (documented in docs/scaling.md).
 
 A user limited to the key prefix (``~{prefix}:*``), with no pub/sub channels and only
 these commands:
@@ -53,7 +53,7 @@ def acl_rules(key_patterns: list[str], *, password: str, extra: list[str] | None
 
 def setuser_line(password: str, user: str = "nlq", prefix: str = "nlq"
                  ) -> str:
-    """The documented one-liner (what the README shows)."""
+    """The documented one-liner (what docs/scaling.md shows)."""
     return f"ACL SETUSER {user} " + " ".join(acl_rules([f"{prefix}:*"], password=password))
 
 

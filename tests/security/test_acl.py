@@ -1,5 +1,5 @@
 """The system under a Redis ACL user limited to its key prefix and the documented
-commands (``tests/security/acl.py``, shown in the README's "Scaling out").
+commands (``tests/security/acl.py``, shown in docs/scaling.md, "A least-privilege Redis user").
 
 - statically: the list covers every command BullMQ's (pinned) Lua scripts and ours call;
 - in process: a campaign, its analytics, an AI job and the monitor under a user whose
@@ -76,16 +76,16 @@ async def _denials(admin: aioredis.Redis) -> list[tuple[str, str]]:
 def test_the_list_covers_every_command_of_the_lua_scripts() -> None:
     assert unknown_variable_calls() == set()
     missing = lua_commands_used() - set(ACL_COMMANDS)
-    assert missing == set(), f"add these to ACL_COMMANDS and the README: {sorted(missing)}"
+    assert missing == set(), f"add these to ACL_COMMANDS and docs/scaling.md: {sorted(missing)}"
     assert len(set(ACL_COMMANDS)) == len(ACL_COMMANDS)
     dangerous = {"flushall", "flushdb", "config", "keys", "client|kill", "debug", "shutdown",
                  "acl", "module", "scan"}
     assert dangerous.isdisjoint(ACL_COMMANDS)
 
 
-def test_the_readme_shows_the_acl() -> None:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert setuser_line("<password>") in readme
+def test_the_docs_show_the_acl() -> None:
+    page = (REPO / "docs" / "scaling.md").read_text(encoding="utf-8")
+    assert setuser_line("<password>") in page
 
 
 @pytest.mark.timeout(240)  # its waits add up to 150 s on a slow machine

@@ -1,6 +1,6 @@
 """Who may call the API: loopback binding, bearer tokens, Host and Origin checks.
 
-The rule (also in the README, "Operating it"):
+The rule (also in docs/operating.md, "Who may call it"):
 
 1. The API binds to 127.0.0.1 unless told otherwise. Binding to any other address
    without ``NLQ_API_TOKEN`` is refused at start-up (``check_bind``).

@@ -1,4 +1,4 @@
-"""Who may call the API (the rule in api/security.py and the README) and that no
+"""Who may call the API (the rule in api/security.py and docs/operating.md) and that no
 secret ever appears in a response."""
 
 from __future__ import annotations
