@@ -40,9 +40,9 @@ from redis.exceptions import (
     ClusterDownError,
     NoPermissionError,
     RedisClusterException,
+    RedisError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError as RedisPyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .config import Settings, mask_url
@@ -248,7 +248,7 @@ async def check_server(client: AnyRedis, settings: Settings, url: str) -> Server
         info = await asyncio.wait_for(
             client.info(), timeout=settings.redis_connect_timeout_s * 3
         )
-    except (RedisPyError, RedisClusterException, OSError, TimeoutError) as exc:
+    except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
         raise RedisUnavailableError(masked, _describe(exc, url)) from exc
     if info and all(isinstance(v, dict) for v in info.values()):
         # The cluster client answers {node: info}; the first node speaks for all.

@@ -1,11 +1,15 @@
 """The exception tree of newsletter-queue.
 
 Every error the package raises on purpose derives from ``NewsletterQueueError``, so a
-caller can catch the whole family with one clause and still tell the cases apart::
+caller can catch the whole family with one clause and still tell the cases apart. The
+signals a processor raises to steer the worker are not errors and have a root of their
+own, ``JobControl``: a processor's ``except NewsletterQueueError`` around its own calls
+never swallows a ``RateLimited`` on its way to the engine. Classes defined outside this
+module name their module in brackets::
 
     NewsletterQueueError
     ├── ConfigurationError            bad settings (URL scheme, prefix, queue table)
-    ├── RedisError
+    ├── RedisServerError              the Redis server cannot be used as it is
     │   ├── RedisUnavailableError     cannot connect / connection lost (carries the masked URL)
     │   ├── RedisVersionError         server older than the minimum version
     │   ├── EvictionPolicyError       maxmemory-policy is not noeviction and strict mode is on
@@ -15,14 +19,29 @@ caller can catch the whole family with one clause and still tell the cases apart
     ├── QueueNotFoundError            unknown queue name (lists the known ones)
     ├── JobValidationError            job data failed validation (lists every bad field path)
     ├── JobNotFoundError              no job with that id in that queue
-    ├── JobControl                    raised by a processor to steer the worker (engine.errors)
-    │   ├── UnrecoverableError        fail now, whatever attempts are left
-    │   ├── RateLimited               pause the queue; the job goes back to wait, no attempt used
-    │   └── DelayedError              the processor moved its own job to delayed
-    └── JobLockLostError              the worker no longer owns the job (engine.errors)
+    ├── UnrecoverableError            fail the job now, whatever attempts are left [engine.errors]
+    ├── JobLockLostError              the worker no longer owns the job [engine.errors]
+    ├── DeliveryError                 a campaign's mail could not be rendered or sent
+    │   ├── SmtpError                 the SMTP server did not accept a message [services.smtp]
+    │   │   ├── SmtpTransientError    4xx, timeout or lost connection: send later
+    │   │   │   └── SmtpInsecureAuthError  credentials but no TLS: AUTH was not sent
+    │   │   └── SmtpPermanentError    5xx: refused for good, the recipient bounces
+    │   ├── RenderError               one recipient's message cannot be rendered [services.render]
+    │   ├── ContentError              the campaign content itself is unusable [services.render]
+    │   └── TransientSendError        some recipients deferred; the job retries [processors.email]
+    ├── AIProviderError               an AI provider call failed [services.ai.base]
+    │   ├── ProviderRateLimited       HTTP 429: pause the queue for retry_after_ms
+    │   ├── ProviderUnavailable       5xx, timeout, garbled reply: retry
+    │   └── ProviderRequestError      other 4xx: the request is wrong, don't retry
+    └── ApiError                      an HTTP error answer: status, message, fields [api.errors]
+
+    JobControl                        not an error: steers the worker [engine.errors]
+    ├── RateLimited                   pause the queue; the job goes back to wait, no attempt used
+    └── DelayedError                  the processor moved its own job to delayed
 
 Errors carry their context as attributes (``url``, ``queue``, ``job_id``, ``errors``) so
-that callers — the dev API, the CLI — can render them without parsing messages.
+that callers — the dev API, the CLI — can render them without parsing messages. A unit
+test compares this drawing with the classes, so it cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -45,11 +64,14 @@ class ConfigurationError(NewsletterQueueError):
     """The settings are invalid or inconsistent."""
 
 
-class RedisError(NewsletterQueueError):
-    """A problem with the Redis server or the connection to it."""
+class RedisServerError(NewsletterQueueError):
+    """A problem with the Redis server or the connection to it.
+
+    Not called ``RedisError``: that is redis-py's root, which our modules catch too.
+    """
 
 
-class RedisUnavailableError(RedisError):
+class RedisUnavailableError(RedisServerError):
     """Redis could not be reached (or the connection was lost).
 
     Attributes:
@@ -62,7 +84,7 @@ class RedisUnavailableError(RedisError):
         super().__init__(f"Redis is unavailable at {url}: {reason}")
 
 
-class RedisVersionError(RedisError):
+class RedisVersionError(RedisServerError):
     """The Redis server is older than the minimum version we support."""
 
     def __init__(self, url: str, version: str, minimum: str) -> None:
@@ -74,7 +96,7 @@ class RedisVersionError(RedisError):
         )
 
 
-class EvictionPolicyError(RedisError):
+class EvictionPolicyError(RedisServerError):
     """``maxmemory-policy`` would let Redis silently evict job keys (strict mode)."""
 
     def __init__(self, url: str, policy: str) -> None:
@@ -87,7 +109,7 @@ class EvictionPolicyError(RedisError):
         )
 
 
-class RedisOutOfMemoryError(RedisError):
+class RedisOutOfMemoryError(RedisServerError):
     """Redis refused a write because ``maxmemory`` is reached: the job was not stored."""
 
     def __init__(self, url: str, detail: str) -> None:
@@ -98,7 +120,7 @@ class RedisOutOfMemoryError(RedisError):
         )
 
 
-class EmbeddedServerError(RedisError):
+class EmbeddedServerError(RedisServerError):
     """The private development Redis/Valkey server could not be started."""
 
 
@@ -160,3 +182,11 @@ class JobNotFoundError(NewsletterQueueError, LookupError):
         self.queue = queue
         self.job_id = job_id
         super().__init__(f"no job {brief(job_id)!r} in queue {brief(queue)!r}")
+
+
+class DeliveryError(NewsletterQueueError):
+    """Campaign mail could not be rendered or sent (SMTP, templates, content, deferrals).
+
+    The branch the email processor sorts: which subclass decides whether a recipient
+    bounces, the job retries or the campaign fails at once.
+    """

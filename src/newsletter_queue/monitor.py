@@ -28,12 +28,13 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from redis.exceptions import RedisError as RedisPyError
+from redis.exceptions import RedisError
 
 from .config import Settings, load_settings
-from .connection import AnyRedis
+from .connection import AnyRedis, PoolExhaustedError
+from .engine.health import is_connection_error
 from .engine.metrics import Metrics, get_metrics
-from .errors import NewsletterQueueError, QueueNotFoundError
+from .errors import QueueNotFoundError, RedisServerError
 from .manager import QueueManager
 from .monitoring_records import (
     DURATIONS_KEEP,
@@ -71,14 +72,21 @@ __all__ = [
 MINUTES = 60
 _PRIORITIZED_SAMPLE = 100
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.I)
-# Connection-level failures: the monitor reports them instead of raising.
-_DOWN_ERRORS = (NewsletterQueueError, RedisPyError, OSError, TimeoutError)
 
 
 def thresholds_from(settings: Settings) -> MonitorThresholds:
     """``settings.monitor`` once Settings embeds it; the defaults until then."""
     value = getattr(settings, "monitor", None)
     return value if isinstance(value, MonitorThresholds) else MonitorThresholds()
+
+
+def redis_down(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis failing (unreachable, refusing, unusable as it is): the
+    monitor reports that. An unknown queue or a full pool here (this process overloaded,
+    Redis may answer well) propagate, for the API to answer as what they are."""
+    if isinstance(exc, PoolExhaustedError):
+        return False
+    return isinstance(exc, RedisServerError | RedisError) or is_connection_error(exc)
 
 
 def _scrub(text: str, limit: int = 2000) -> str:
@@ -183,7 +191,7 @@ class QueueMonitor:
         client = await self._client()
         try:
             clients = cast(list[dict[str, Any]], await client.client_list())
-        except RedisPyError as exc:
+        except RedisError as exc:
             if "CLIENT" not in str(exc).upper() and "NOPERM" not in str(exc).upper():
                 raise
             return {q: [] for q in self.queue_names}
@@ -281,7 +289,9 @@ class QueueMonitor:
             client = await self._client()
             info = cast(dict[str, Any], await asyncio.wait_for(
                 client.info(), timeout=self.settings.redis_connect_timeout_s))
-        except _DOWN_ERRORS as exc:
+        except Exception as exc:
+            if not redis_down(exc):
+                raise
             return RedisInfo(ok=False, url=self.manager.url, error=_scrub(str(exc) or
                                                                           type(exc).__name__))
         return RedisInfo(
@@ -301,7 +311,9 @@ class QueueMonitor:
             return QueueHealth(queue, "critical", [f"Redis unreachable: {redis.error}"])
         try:
             metrics = metrics or await self.get_queue_metrics(queue)
-        except _DOWN_ERRORS as exc:
+        except Exception as exc:
+            if not redis_down(exc):
+                raise
             return QueueHealth(queue, "critical", [f"Redis unreachable: {_scrub(str(exc))}"])
         return assess(metrics, redis, self.thresholds)
 
@@ -324,7 +336,9 @@ class QueueMonitor:
                         name, now_ms=now, workers=workers.get(name, []))
                     health[name] = assess(queues[name], redis, self.thresholds)
                 recent = await self.get_recent_errors(errors) if errors else []
-            except _DOWN_ERRORS as exc:
+            except Exception as exc:
+                if not redis_down(exc):
+                    raise
                 redis = RedisInfo(ok=False, url=self.manager.url, error=_scrub(str(exc)))
                 queues.clear()
         if not redis.ok:

@@ -11,7 +11,7 @@ import contextlib
 import time
 from typing import Any
 
-from redis.exceptions import RedisError as RedisPyError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..config import Settings
@@ -94,7 +94,7 @@ class ApiContext:
             raise
         except (TimeoutError, RedisTimeoutError) as exc:
             raise self._unavailable(f"no answer ({type(exc).__name__})") from exc
-        except (OSError, RedisPyError) as exc:
+        except (OSError, RedisError) as exc:
             raise self._unavailable(type(exc).__name__) from exc
         finally:
             if not attempt.done():

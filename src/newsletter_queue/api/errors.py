@@ -28,15 +28,16 @@ from ..errors import (
     ConfigurationError,
     JobNotFoundError,
     JobValidationError,
+    NewsletterQueueError,
     OverloadedError,
     QueueNotFoundError,
-    RedisError,
+    RedisServerError,
 )
 
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
+class ApiError(NewsletterQueueError):
     """An error answer: ``status`` and ``message`` plus extra JSON fields."""
 
     def __init__(self, status: int, message: str, **extra: Any) -> None:
@@ -99,7 +100,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(404, str(exc))
 
     async def redis_down(request: Request, exc: Exception) -> JSONResponse:
-        message = str(exc) if isinstance(exc, RedisError) else "Redis is unavailable"
+        message = str(exc) if isinstance(exc, RedisServerError) else "Redis is unavailable"
         return error_response(503, message)
 
     async def overloaded(request: Request, exc: Exception) -> JSONResponse:
@@ -122,7 +123,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(JobValidationError, job_validation)
     app.add_exception_handler(RequestValidationError, request_validation)
     app.add_exception_handler(JobNotFoundError, not_found)
-    app.add_exception_handler(RedisError, redis_down)
+    app.add_exception_handler(RedisServerError, redis_down)
     app.add_exception_handler(RedisConnectionError, redis_down)
     app.add_exception_handler(RedisTimeoutError, redis_down)
     # Starlette picks the handler of the most specific class: a full pool is a redis-py

@@ -1,12 +1,16 @@
 """Exceptions a processor raises to steer the worker, and the engine's own errors.
 
-They join the package's tree under ``NewsletterQueueError``::
+Control signals are not errors, so they are not under ``NewsletterQueueError``: a
+processor that wraps its calls in ``except NewsletterQueueError`` still lets them reach
+the engine. A job that must fail for good is a real failure, so ``UnrecoverableError``
+is an error (the whole tree is drawn in ``newsletter_queue.errors``)::
+
+    JobControl                       raised by a processor to steer what happens next
+    ├── RateLimited                  pause the queue; the job goes back to wait (no attempt used)
+    └── DelayedError                 the processor moved its job to delayed itself
 
     NewsletterQueueError
-    ├── JobControl                   raised by a processor to steer what happens next
-    │   ├── UnrecoverableError       fail now, whatever attempts are left
-    │   ├── RateLimited              pause the queue; the job goes back to wait (no attempt used)
-    │   └── DelayedError             the processor moved its job to delayed itself
+    ├── UnrecoverableError           fail now, whatever attempts are left
     └── JobLockLostError             the worker no longer owns the job (lock expired/taken)
 
 Each is picklable with its arguments, so a processor running in a process pool can
@@ -20,12 +24,12 @@ from typing import ClassVar
 from ..errors import NewsletterQueueError
 
 
-class JobControl(NewsletterQueueError):
-    """Base of the exceptions processors raise to control the job's next state."""
+class JobControl(Exception):
+    """Base of the signals processors raise to control the job's next state.
 
-
-class UnrecoverableError(JobControl):
-    """Fail the job at once, without using its remaining attempts."""
+    Deliberately not a ``NewsletterQueueError``: catching every error of the package
+    must not catch "pause the queue" or "I parked this job myself".
+    """
 
 
 class DelayedError(JobControl):
@@ -54,6 +58,10 @@ class RateLimited(JobControl):
 
     def __str__(self) -> str:
         return "rate limited" if self.ms is None else f"rate limited for {self.ms} ms"
+
+
+class UnrecoverableError(NewsletterQueueError):
+    """Fail the job at once, without using its remaining attempts."""
 
 
 class JobLockLostError(NewsletterQueueError):

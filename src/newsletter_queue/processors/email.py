@@ -39,7 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..config import Settings
 from ..connection import AnyRedis
 from ..engine.errors import DelayedError, RateLimited, UnrecoverableError
-from ..errors import JobValidationError
+from ..errors import DeliveryError, JobValidationError
 from ..jobs import EmailJobData, Recipient, validate_job
 from ..services.circuit import CircuitBreaker
 from ..services.ledger import CampaignLedger, CampaignProgress, Claim
@@ -90,7 +90,7 @@ class DeliveryRecorder(Protocol):
                      only_missing: bool = False) -> None: ...
 
 
-class TransientSendError(Exception):
+class TransientSendError(DeliveryError):
     """Some recipients could not be sent this time; the job is retried for them."""
 
 

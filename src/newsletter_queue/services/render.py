@@ -32,6 +32,7 @@ from jinja2 import DictLoader, StrictUndefined, Template, TemplateError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
+from ..errors import DeliveryError
 from ..jobs import Recipient
 from .template_bounds import MAX_LOOP_NESTING, MAX_STRING, BoundedSandbox, deadline
 
@@ -48,11 +49,11 @@ _OWN_HEADERS = frozenset({
 _SPACE = re.compile(r"[ \t]+")
 
 
-class RenderError(Exception):
+class RenderError(DeliveryError):
     """Rendering failed for one recipient (undefined variable, unsafe access...)."""
 
 
-class ContentError(Exception):
+class ContentError(DeliveryError):
     """The campaign content itself is unusable (template syntax error, no body)."""
 
 

@@ -34,11 +34,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiosmtplib
 
 from ..config import mask_url
+from ..errors import DeliveryError
 
 log = logging.getLogger(__name__)
 
 
-class SmtpError(Exception):
+class SmtpError(DeliveryError):
     """A message was not accepted. ``code`` is the SMTP reply code (0 if none)."""
 
     def __init__(self, code: int, message: str) -> None:
