@@ -28,7 +28,7 @@ from typing import Any
 
 from .config import Settings
 from .connection import AnyRedis, connect
-from .engine import Job, UnrecoverableError, Worker
+from .engine import Job, Worker
 from .manager import QueueManager
 from .monitor import MonitorRecorder
 from .processors.ai import build_ai_processors
@@ -73,11 +73,6 @@ class CountingRecorder:
         for status, n in tally.items():
             pipe.hincrby(self.counter_key, status, n)
         await pipe.execute()
-
-
-def is_final_failure(job: Job, error: BaseException) -> bool:
-    """Whether this failed attempt was the job's last (it will not be retried)."""
-    return isinstance(error, UnrecoverableError) or job.attempts_made >= job.max_attempts
 
 
 class WorkerServices:
@@ -174,7 +169,7 @@ class WorkerServices:
         MonitorRecorder(self.redis, self.settings).attach(workers)
 
     async def _on_failed(self, job: Job, error: BaseException) -> None:
-        if not is_final_failure(job, error):
+        if not job.failed_for_good:
             return
         if self.store is not None:
             await self.store.add_dead_letter(DeadLetterRecord(
