@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
+from newsletter_queue.campaigns import CampaignProgress, batch_job_id
 from newsletter_queue.config import Settings
 from newsletter_queue.engine import Job, Worker
-from newsletter_queue.manager import QueueManager, batch_job_id
+from newsletter_queue.manager import QueueManager
 from newsletter_queue.monitor import QueueMonitor
 from newsletter_queue.queues import EMAIL_SEND_BATCH, QueueName
 from newsletter_queue.runner import WorkerServices
-from newsletter_queue.services.ledger import CampaignProgress
 from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.services.store import CampaignRecord
 
