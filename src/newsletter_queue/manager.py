@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
@@ -31,6 +30,7 @@ from redis.exceptions import OutOfMemoryError as RedisOOMError
 from redis.exceptions import ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .campaigns import CampaignLifecycle, plan_campaign
 from .config import Settings, load_settings, mask_url
 from .connection import (
     AnyRedis,
@@ -65,14 +65,12 @@ from .queues import (
     QueueName,
 )
 from .records import EnqueuedJob, HealthCheck, JobInfo, QueueStats
-from .services.ledger import CampaignProgress
 from .services.store import DeadLetterRecord, EventRecord, Store
 
 MAX_PRIORITY = 2_097_152
 _ADD_ATTEMPTS = 5  # watched adds retried after a dropped connection (QueueManager._add_once)
 CleanState = Literal["completed", "failed", "delayed", "waiting", "active", "paused",
                      "prioritized"]
-_RECIPIENTS = TypeAdapter(list[Recipient])
 _EVENTS = TypeAdapter(list[TrackingEvent])
 _COUNT_TYPES = ("waiting", "prioritized", "active", "delayed", "completed", "failed",
                 "paused", "waiting-children")
@@ -188,23 +186,10 @@ _OPTION_CHECKS: dict[str, Callable[[Any], str | None]] = {
 }
 
 
-def plan_batches(recipients: Sequence[Any], batch_size: int) -> list[tuple[int, int]]:
-    """Split ``len(recipients)`` into ``(start, end)`` slices of at most ``batch_size``."""
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    total = len(recipients)
-    return [(start, min(start + batch_size, total)) for start in range(0, total, batch_size)]
-
-
 # BullMQ's clean script hands both to Redis commands as integers, through Lua's
 # doubles: past these a number reaches Redis in exponent form and the script fails.
 MAX_CLEAN_LIMIT = 2**31 - 1
 MAX_CLEAN_GRACE_MS = 10**13  # about 317 years
-
-
-def batch_job_id(tenant_id: str, campaign_id: str, index: int) -> str:
-    """Deterministic id of batch ``index`` of a campaign: re-enqueueing adds nothing."""
-    return f"email-{tenant_id}-{campaign_id}-b{index:05d}"
 
 
 def daily_scheduler_id(tenant_id: str) -> str:
@@ -461,54 +446,13 @@ class QueueManager:
         (The email processor's per-campaign ledger additionally guarantees one message
         per recipient even if a finished batch was already removed and is re-added.)
         """
-        size = self.settings.default_batch_size if batch_size is None else batch_size
-        limit = self.settings.job_limits.max_recipients_per_job
-        header_errors: list[FieldError] = []
-        if not 1 <= size <= limit:
-            header_errors.append(FieldError("batch_size", f"must be 1..{limit}"))
-        rows = [r.to_wire() if isinstance(r, Recipient) else r for r in recipients]
-        if not rows:
-            header_errors.append(FieldError("recipients", "at least one recipient needed"))
-        # Validate ids with the job model itself, on a one-recipient probe.
-        try:
-            EmailJobData.model_validate({"campaignId": campaign_id, "tenantId": tenant_id,
-                                         "recipients": [{"email": "probe@example.com"}]})
-        except ValidationError as exc:
-            header_errors.extend(field_errors(exc, EmailJobData))
-        try:
-            parsed = _RECIPIENTS.validate_python(rows)
-        except ValidationError as exc:
-            header_errors.extend(
-                FieldError("recipients" + e.path.removeprefix("(root)"), e.message)
-                for e in field_errors(exc, EmailJobData)
-            )
-            parsed = []
-        if header_errors:
-            raise JobValidationError("EmailJobData", header_errors)
-
-        wire_recipients = [r.to_wire() for r in parsed]
-        max_bytes = self.settings.job_limits.max_payload_bytes
-        jobs: list[dict[str, Any]] = []
-        opts_extra = to_bullmq_options(
-            {"priority": EMAIL_BULK_PRIORITY if priority is None else priority})
-        batches = plan_batches(wire_recipients, size)
-        for index, (start, end) in enumerate(batches):
-            wire = {"campaignId": campaign_id, "tenantId": tenant_id,
-                    "recipients": wire_recipients[start:end], "batchSize": size}
-            approx = _approx_size(wire)
-            if approx > max_bytes:
-                raise JobValidationError("EmailJobData", [FieldError(
-                    f"recipients[{start}:{end}]",
-                    f"batch payload is {approx} bytes; at most {max_bytes}: "
-                    "use a smaller batch_size",
-                )])
-            job_id = batch_job_id(tenant_id, campaign_id, index)
-            jobs.append({"name": name, "data": wire,
-                         "opts": {"jobId": job_id, **opts_extra}})
+        plan = plan_campaign(self.settings, campaign_id, tenant_id, recipients, batch_size)
+        jobs = plan.jobs(
+            to_bullmq_options({"priority": EMAIL_BULK_PRIORITY if priority is None else priority}),
+            self.settings.job_limits.max_payload_bytes, name)
         async with self._redis() as client:
             # The total is stored first, so no batch can finish before it is known.
-            await CampaignProgress(client, self.settings.key_prefix, tenant_id,
-                                   campaign_id).set_total(len(batches))
+            await CampaignLifecycle(client, self.settings.key_prefix).planned(plan)
             queue = await self.queue(QueueName.EMAIL)
             if isinstance(client, RedisCluster):
                 added = await _add_bulk_cluster(client, queue, jobs)
@@ -797,8 +741,3 @@ async def _add_bulk_cluster(
                                           "command": "addJob"})
         job.id = str(job_id)
     return instances
-
-
-def _approx_size(wire: dict[str, Any]) -> int:
-    """JSON size of one batch as stored in Redis."""
-    return len(json.dumps(wire, separators=(",", ":")).encode())

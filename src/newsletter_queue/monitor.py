@@ -402,16 +402,13 @@ class MonitorRecorder:
 
     async def on_failed(self, job: Job, error: BaseException) -> None:
         """XADD the attempt to ``{prefix}:monitor:errors`` (capped at ~1000)."""
-        from .engine import UnrecoverableError
-
         # The engine counts the attempt before the hook runs: attempts_made is this one.
         attempt = max(job.attempts_made, 1)
-        final = isinstance(error, UnrecoverableError) or attempt >= job.max_attempts
         fields = {
             "queue": job.queue, "job_id": str(job.id), "name": job.name,
             "error": _scrub(str(error) or type(error).__name__),
             "error_type": type(error).__name__, "attempt": attempt,
-            "max_attempts": job.max_attempts, "final": int(final),
+            "max_attempts": job.max_attempts, "final": int(job.failed_for_good),
             "ts": int(time.time() * 1000),
         }
         await self.client.xadd(monitor_key(self.prefix, "errors"), fields,  # type: ignore[arg-type]

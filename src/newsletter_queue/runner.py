@@ -24,21 +24,19 @@ import traceback
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
+from .campaigns import CampaignLifecycle, enqueue_campaign_complete
 from .config import Settings
 from .connection import AnyRedis, connect
-from .engine import Job, UnrecoverableError, Worker
+from .engine import Job, Worker
 from .manager import QueueManager
 from .monitor import MonitorRecorder
 from .processors.ai import build_ai_processors
 from .processors.analytics import build_analytics_processors
 from .processors.email import Delivery, EmailProcessor
-from .queues import (
-    ANALYTICS_CAMPAIGN_COMPLETE,
-    EMAIL_SEND_BATCH,
-    QueueName,
-)
+from .queues import EMAIL_SEND_BATCH, QueueName
 from .services.ai import AIProvider, provider_from_settings
 from .services.circuit import CircuitBreaker
 from .services.sink import SmtpSink
@@ -73,11 +71,6 @@ class CountingRecorder:
         for status, n in tally.items():
             pipe.hincrby(self.counter_key, status, n)
         await pipe.execute()
-
-
-def is_final_failure(job: Job, error: BaseException) -> bool:
-    """Whether this failed attempt was the job's last (it will not be retried)."""
-    return isinstance(error, UnrecoverableError) or job.attempts_made >= job.max_attempts
 
 
 class WorkerServices:
@@ -126,26 +119,20 @@ class WorkerServices:
         if self.redis is not None:
             await self.redis.aclose()
 
-    async def _enqueue_campaign_complete(self, tenant_id: str, campaign_id: str) -> None:
-        assert self.manager is not None
-        await self.manager.schedule_analytics_job(
-            ANALYTICS_CAMPAIGN_COMPLETE,
-            {"campaignId": campaign_id, "tenantId": tenant_id,
-             "eventType": ANALYTICS_CAMPAIGN_COMPLETE},
-            {"job_id": f"campaign-complete-{tenant_id}-{campaign_id}"})
-
     def registry(self) -> ProcessorRegistry:
         """The processors of every queue, by job name."""
         assert self.redis is not None
         assert self.store is not None
         assert self.provider is not None
+        assert self.manager is not None
         s = self.settings
         registry = ProcessorRegistry()
         if self.pool is not None:
             self.email = EmailProcessor(
                 s, self.redis, self.pool, StoreCampaignSource(self.store),
                 deliveries=CountingRecorder(self.store, self.redis, s.key_prefix),
-                on_campaign_complete=self._enqueue_campaign_complete)
+                lifecycle=CampaignLifecycle(self.redis, s.key_prefix, on_complete=partial(
+                    enqueue_campaign_complete, self.manager)))
             # Campaign batches and transactional mail go through the same processor;
             # the names the original design's examples use are registered too.
             for name in (EMAIL_SEND_BATCH, "send-newsletter", "welcome-email",
@@ -174,7 +161,7 @@ class WorkerServices:
         MonitorRecorder(self.redis, self.settings).attach(workers)
 
     async def _on_failed(self, job: Job, error: BaseException) -> None:
-        if not is_final_failure(job, error):
+        if not job.failed_for_good:
             return
         if self.store is not None:
             await self.store.add_dead_letter(DeadLetterRecord(
@@ -183,7 +170,7 @@ class WorkerServices:
                 stacktrace=[*job.stacktrace(), "".join(traceback.format_exception(error))],
                 attempts=job.attempts_made, failed_at=datetime.now(UTC)))
         if job.queue == QueueName.EMAIL and self.email is not None:
-            await self.email.batch_failed_for_good(job)
+            await self.email.lifecycle.batch_failed_for_good(job)
 
 
 async def run_worker_process(

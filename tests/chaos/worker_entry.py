@@ -28,7 +28,7 @@ from typing import Any
 from newsletter_queue.config import Settings
 from newsletter_queue.engine import Job, Worker
 from newsletter_queue.engine.executors import is_async_callable
-from newsletter_queue.runner import WorkerServices, is_final_failure, run_worker_process
+from newsletter_queue.runner import WorkerServices, run_worker_process
 from newsletter_queue.workers import ProcessorRegistry
 from tests.chaos.ledger import LedgerWriter
 
@@ -121,7 +121,7 @@ def install(ledger: LedgerWriter) -> None:
 
         def on_failed(job: Job, error: BaseException) -> None:
             ledger.write("failed", q=job.queue, j=str(job.id), reason=str(error),
-                         final=is_final_failure(job, error))
+                         final=job.failed_for_good)
 
         for worker in workers:
             worker.on("completed", on_completed)

@@ -29,10 +29,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from newsletter_queue.campaigns import batch_job_id
 from newsletter_queue.config import Settings
 from newsletter_queue.errors import JobValidationError
 from newsletter_queue.jobs import EmailJobData, validate_job
-from newsletter_queue.manager import QueueManager, batch_job_id
+from newsletter_queue.manager import QueueManager
 from tests.helpers import wait_for
 from tests.nodeharness import arun_node, ensure_node_modules, node_available
 

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import pytest
+import redis.asyncio as aioredis
 
+from newsletter_queue.campaigns import (
+    CampaignProgress,
+    batch_job_id,
+    campaign_complete_job_id,
+    plan_batches,
+)
 from newsletter_queue.errors import JobValidationError
-from newsletter_queue.manager import batch_job_id, plan_batches, to_bullmq_options
+from newsletter_queue.manager import to_bullmq_options
 
 
 @pytest.mark.parametrize(("total", "size", "expected"), [
@@ -37,6 +44,19 @@ def test_batch_job_ids_are_deterministic_and_distinct() -> None:
     assert len(ids) == 1000
     assert batch_job_id("t1", "c1", 0) != batch_job_id("t2", "c1", 0)
     assert all(":" not in i and not i.isdigit() for i in ids)
+
+
+async def test_campaign_ids_and_keys_are_those_already_in_redis() -> None:
+    # Written by earlier versions of running systems: a campaign sent before an upgrade
+    # must still complete (exactly once) after it.
+    assert batch_job_id("t1", "c1", 7) == "email-t1-c1-b00007"
+    assert campaign_complete_job_id("t1", "c1") == "campaign-complete-t1-c1"
+    client = aioredis.Redis()  # never connected: only the key names are read
+    progress = CampaignProgress(client, "nlq", "t1", "c1")
+    assert (progress.total_key, progress.done_key, progress.flag_key) == (
+        "nlq:email:campaign:t1:c1:batches", "nlq:email:campaign:t1:c1:done",
+        "nlq:email:campaign:t1:c1:completed")
+    await client.aclose()
 
 
 def test_options_are_translated_to_bullmq() -> None:

@@ -12,11 +12,17 @@ Events and the arguments hooks receive:
 ``active``     ``(job)``             the job was fetched and is about to run
 ``progress``   ``(job, value)``      ``job.update_progress(value)`` was stored
 ``completed``  ``(job, result)``     the job completed
-``failed``     ``(job, error)``      an attempt failed (also when it will be retried)
+``failed``     ``(job, error)``      an attempt failed; ``job.failed_for_good`` says
+                                     whether it was final or a retry is coming
 ``stalled``    ``(job_id)``          a stalled job was moved back to wait
 ``drained``    ``()``                the queue has no waiting job
 ``error``      ``(error)``           an engine error (lost lock, script error …)
 ============  ==========================================
+
+Whether a failure is final is said on the job, not as a third argument: every ``failed``
+hook written for BullMQ takes ``(job, error)`` and would break on a third one, while
+``job.failed_for_good`` is set by the one place that decides (``outcomes``) before the
+hooks run — BullMQ's own signal for it, ``finishedOn``, is likewise set on the job.
 """
 
 from __future__ import annotations

@@ -75,6 +75,9 @@ class Job:
         processed_on: when this attempt started (ms).
         stalled_counter: how many times the job stalled.
         progress: the last progress value.
+        failed_for_good: set by the worker before the ``failed`` hooks run — True when
+            this attempt's failure is final (unrecoverable, attempts exhausted, or the
+            backoff said ``-1`` or raised), False when a retry is coming.
         queue: the queue name.
         token: the lock token of this attempt.
     """
@@ -88,6 +91,7 @@ class Job:
         "data",
         "deferred_failure",
         "delay",
+        "failed_for_good",
         "failed_reason",
         "id",
         "name",
@@ -122,6 +126,7 @@ class Job:
         self.deferred_failure = raw.get("defa") or None
         self.repeat_job_key = raw.get("rjk") or None
         self.failed_reason: str | None = raw.get("failedReason") or None
+        self.failed_for_good = False
         self._stacktrace = raw.get("stacktrace")
         progress = raw.get("progress")
         self.progress: Any = json.loads(progress) if progress else 0

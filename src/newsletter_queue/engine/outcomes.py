@@ -7,8 +7,11 @@ BullMQ's rules, as Node's ``Worker.handleCompleted``/``handleFailed`` and
   same script call (none while closing).
 - **failed, attempts left** (and not ``UnrecoverableError``): the backoff decides —
   ``moveToDelayed`` (also fetching the next job) or ``retryJob`` (back to wait at once);
-  a backoff of ``-1`` fails the job now. The error message and stack trace are stored
-  (``stackTraceLimit`` honoured); the ``failed`` hook fires for every failed attempt.
+  a backoff of ``-1`` (or one that raises) fails the job now. The error message and stack
+  trace are stored (``stackTraceLimit`` honoured); the ``failed`` hook fires for every
+  failed attempt, after ``job.failed_for_good`` was set. Only this module knows whether
+  the job will run again, so hooks read that flag instead of guessing from attempt counts
+  (a guess misses the backoff's ``-1`` and a backoff that raises).
 - **RateLimited**: the queue's limiter key is set for ``ms`` and the job goes back to
   wait through ``moveJobFromActiveToWait`` — no attempt used.
 - **DelayedError**: the processor already parked its job; nothing to record.
@@ -138,6 +141,7 @@ class Outcomes:
             return None
         job.attempts_made += 1
         job.failed_reason = reason
+        job.failed_for_good = delay == -1
         self.failed_count += 1
         if delay == -1:
             log.warning("queue %s: job %s (%s) failed after %d attempt(s): %s", self.queue,

@@ -18,9 +18,9 @@ For each batch (``EmailJobData``):
    it with backoff; the next attempt sends only to the recipients still unsent. After
    ``threshold`` consecutive transient failures the breaker opens and the job ends
    with ``RateLimited`` (queue paused for the cool-down, attempt kept).
-6. When the campaign's last batch finishes — completed here, or failed for good (the
-   worker's ``failed`` hook calls ``batch_failed_for_good``) — exactly one
-   ``campaign-complete`` analytics job is enqueued (see ``services.ledger``).
+6. A completed batch counts towards its campaign (``campaigns.CampaignLifecycle``); the
+   last one to finish — here, or failed for good, counted by the worker's ``failed``
+   hook — has exactly one ``campaign-complete`` analytics job enqueued.
 """
 
 from __future__ import annotations
@@ -29,20 +29,21 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..campaigns import CampaignLifecycle
 from ..config import Settings
 from ..connection import AnyRedis
 from ..engine.errors import DelayedError, RateLimited, UnrecoverableError
 from ..errors import DeliveryError, JobValidationError
 from ..jobs import EmailJobData, Recipient, validate_job
 from ..services.circuit import CircuitBreaker
-from ..services.ledger import CampaignLedger, CampaignProgress, Claim
+from ..services.ledger import CampaignLedger, Claim
 from ..services.ratelimit import SendRateLimiter
 from ..services.render import (
     CompiledCampaign,
@@ -122,7 +123,8 @@ class EmailProcessor:
         transport: sends messages (the SMTP pool).
         campaigns: stored campaign content.
         deliveries: where delivery records go (optional).
-        on_campaign_complete: enqueues the ``campaign-complete`` job (idempotent).
+        lifecycle: counts completed batches towards their campaign and completes it
+            (by default with ``redis``, recording completion without enqueuing).
         breaker: the shared SMTP circuit breaker.
     """
 
@@ -136,7 +138,7 @@ class EmailProcessor:
         campaigns: CampaignSource,
         *,
         deliveries: DeliveryRecorder | None = None,
-        on_campaign_complete: Callable[[str, str], Awaitable[None]] | None = None,
+        lifecycle: CampaignLifecycle | None = None,
         breaker: CircuitBreaker | None = None,
         chunk_size: int = 20,
     ) -> None:
@@ -145,7 +147,7 @@ class EmailProcessor:
         self.transport = transport
         self.campaigns = campaigns
         self.deliveries = deliveries
-        self.on_campaign_complete = on_campaign_complete
+        self.lifecycle = lifecycle or CampaignLifecycle(redis, settings.key_prefix)
         self.breaker = breaker or CircuitBreaker(
             redis, settings.key_prefix, "smtp", threshold=settings.smtp_breaker_threshold,
             cooldown_ms=settings.smtp_breaker_cooldown_ms)
@@ -196,15 +198,8 @@ class EmailProcessor:
             raise TransientSendError(
                 f"{result.deferred} of {total} recipients deferred (will retry): "
                 f"{result.last_transient}")
-        await self._batch_finished(data.tenant_id, data.campaign_id, str(job.id))
+        await self.lifecycle.batch_finished(data.tenant_id, data.campaign_id, str(job.id))
         return result.to_dict()
-
-    async def batch_failed_for_good(self, job: Any) -> None:
-        """Count a batch that exhausted its attempts towards campaign completion."""
-        data = job.data if isinstance(job.data, dict) else {}
-        tenant, campaign = data.get("tenantId"), data.get("campaignId")
-        if isinstance(tenant, str) and isinstance(campaign, str):
-            await self._batch_finished(tenant, campaign, str(job.id))
 
     # --- steps -------------------------------------------------------------------------
     async def _compile(self, data: EmailJobData) -> CompiledCampaign:
@@ -394,12 +389,3 @@ class EmailProcessor:
                 # Short pauses: once Redis is back the records must beat a re-run of
                 # the batch, which would take the expired claims and send again.
                 pause = min(pause * 2, 0.25)
-
-    async def _batch_finished(self, tenant_id: str, campaign_id: str, batch_id: str) -> None:
-        progress = CampaignProgress(self.redis, self.settings.key_prefix, tenant_id,
-                                    campaign_id)
-        if await progress.batch_finished(batch_id):
-            if self.on_campaign_complete is not None:
-                await self.on_campaign_complete(tenant_id, campaign_id)
-            await progress.mark_completed()
-            log.info("campaign %s of tenant %s: last batch finished", campaign_id, tenant_id)

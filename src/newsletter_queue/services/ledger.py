@@ -1,7 +1,5 @@
-"""The per-campaign send ledger and campaign completion tracking, in Redis.
+"""The per-campaign send ledger in Redis: one message per recipient per campaign.
 
-Ledger — one message per recipient per campaign
------------------------------------------------
 BullMQ executes jobs at least once: a batch may run again after a retry, a stall or a
 re-enqueue. The ledger (a hash ``{prefix}:email:ledger:{tenant}:{campaign}``, field =
 recipient address) makes sending idempotent per recipient:
@@ -19,17 +17,8 @@ recipient address) makes sending idempotent per recipient:
 
 A recipient is therefore never skipped unless its message was accepted (or bounced).
 
-Completion — exactly one ``campaign-complete``
-----------------------------------------------
-``schedule_batch_email_sending`` stores how many batches a campaign has. Each batch, when
-it finishes for good (completed, or failed after its last attempt), adds its job id to a
-set; the call that sees the set reach the total — and the ``done`` flag still unset —
-returns ``True``. The caller then enqueues the analytics job under a deterministic job id
-(BullMQ ignores a second add of the same id) and sets the flag. If the process dies in
-between, the batch job is re-run (it is still active, so it stalls and is recovered),
-sees the same state and enqueues again — still one job. An atomic counter was preferred
-to a BullMQ flow because batches are added in bulk up front and any of them may be the
-last to finish.
+How a campaign's batches are counted towards its one ``campaign-complete`` is not the
+ledger's business: see ``newsletter_queue.campaigns``.
 """
 
 from __future__ import annotations
@@ -38,7 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, cast
+from typing import cast
 
 from ..connection import AnyRedis
 
@@ -90,19 +79,6 @@ for i = 2, #ARGV do
 end
 return n
 """
-
-# KEYS[1] done set, KEYS[2] total, KEYS[3] done flag. ARGV: batch id, ttl_s
-_BATCH_DONE = """
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-local total = tonumber(redis.call('GET', KEYS[2]) or '0')
-if total == 0 then return 0 end
-if redis.call('SCARD', KEYS[1]) >= total and redis.call('EXISTS', KEYS[3]) == 0 then
-  return 1
-end
-return 0
-"""
-
 
 class Claim(IntEnum):
     """Outcome of claiming one recipient."""
@@ -174,40 +150,6 @@ class CampaignLedger:
     async def status(self, email: str) -> str | None:
         value = cast(str | None, await self.client.hget(self.key, email))
         return {"s": "sent", "b": "bounced", "p": "pending"}.get(value[:1]) if value else None
-
-
-class CampaignProgress:
-    """Counts finished batches of a campaign and says when the last one finished."""
-
-    def __init__(self, client: AnyRedis, key_prefix: str, tenant_id: str, campaign_id: str,
-                 ttl_s: int = 30 * 24 * 3600) -> None:
-        self.client = client
-        base = f"{key_prefix}:email:campaign:{tenant_id}:{campaign_id}"
-        self.done_key = f"{base}:done"
-        self.total_key = f"{base}:batches"
-        self.flag_key = f"{base}:completed"
-        self.ttl_s = ttl_s
-        self._batch_done = client.register_script(_BATCH_DONE)
-
-    async def set_total(self, batches: int) -> None:
-        await self.client.set(self.total_key, batches, ex=self.ttl_s)
-
-    async def batch_finished(self, batch_id: str) -> bool:
-        """Record a finished batch; True if this makes the campaign complete."""
-        res = await self._batch_done(keys=[self.done_key, self.total_key, self.flag_key],
-                                     args=[batch_id, self.ttl_s])
-        return bool(int(cast(Any, res)))
-
-    async def mark_completed(self) -> None:
-        await self.client.set(self.flag_key, _now_ms(), ex=self.ttl_s)
-
-    async def state(self) -> dict[str, int | bool]:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.scard(self.done_key)
-        pipe.get(self.total_key)
-        pipe.exists(self.flag_key)
-        done, total, flag = await pipe.execute()
-        return {"done": int(done), "total": int(total or 0), "completed": bool(flag)}
 
 
 def _now_ms() -> int:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from newsletter_queue.campaigns import CampaignLifecycle
 from newsletter_queue.config import Settings
 from newsletter_queue.processors.email import Delivery, EmailProcessor
 from newsletter_queue.services.render import Content
@@ -86,8 +87,9 @@ def make_pipeline(settings: Settings, redis_client: aioredis.Redis, pool: SmtpPo
         async def on_complete(tenant: str, campaign: str) -> None:
             completed.append((tenant, campaign))
 
+        lifecycle = CampaignLifecycle(redis_client, s.key_prefix, on_complete=on_complete)
         processor = EmailProcessor(s, redis_client, pool, campaigns, deliveries=recorded,
-                                   on_campaign_complete=on_complete)
+                                   lifecycle=lifecycle)
         return Pipeline(processor, campaigns, recorded, completed)
 
     return make

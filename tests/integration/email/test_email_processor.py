@@ -190,7 +190,7 @@ async def test_campaign_complete_is_triggered_exactly_once(
     await p.processor(StandInJob(jobs[1].id, jobs[1].data))
     assert p.completed == []
     # The last batch fails for good (after its attempts): the campaign still completes.
-    await p.processor.batch_failed_for_good(StandInJob(jobs[2].id, jobs[2].data))
+    await p.processor.lifecycle.batch_failed_for_good(StandInJob(jobs[2].id, jobs[2].data))
     assert p.completed == [("t1", "camp")]
     # Re-running any batch (a retry, a recovered stall) does not complete it again.
     await p.processor(StandInJob(jobs[2].id, jobs[2].data, 1))

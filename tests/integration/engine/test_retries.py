@@ -153,6 +153,35 @@ async def test_backoff_strategy_minus_one_fails_without_retry(
     assert job.failed_reason == "bad input"
 
 
+async def test_failed_hooks_are_told_whether_the_failure_is_final(
+    bull: Queue, make_worker: Callable[..., Worker]
+) -> None:
+    async def fail(job: Job) -> None:
+        if job.name == "unrecoverable":
+            raise UnrecoverableError("never")
+        raise RuntimeError("no")
+
+    def strategy(attempts_made: int, kind: str, error: BaseException, job: Job) -> int:
+        if kind == "broken":
+            raise ValueError("broken strategy")
+        return -1
+
+    await bull.add("twice", {}, {"attempts": 2})  # a retry, then exhausted
+    await bull.add("unrecoverable", {}, {"attempts": 3})
+    await bull.add("minus-one", {}, {"attempts": 3, "backoff": {"type": "give-up"}})
+    await bull.add("raising", {}, {"attempts": 3, "backoff": {"type": "broken"}})
+    worker = make_worker(fail, backoff_strategy=strategy)
+    seen: list[tuple[str, int, bool]] = []
+    worker.on("failed", lambda job, error: seen.append(
+        (job.name, job.attempts_made, job.failed_for_good)))
+    events = Recorder(worker)
+    worker.start()
+    await events.wait("failed", 5)
+    assert sorted(seen) == [("minus-one", 1, True), ("raising", 1, True),
+                            ("twice", 1, False), ("twice", 2, True),
+                            ("unrecoverable", 1, True)]
+
+
 async def test_processor_can_move_its_job_to_delayed(
     bull: Queue, make_worker: Callable[..., Worker], redis_client: aioredis.Redis, prefix: str
 ) -> None:
