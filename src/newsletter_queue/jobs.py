@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
@@ -264,6 +265,7 @@ def validate_job(
     return obj
 
 
-def payload_size(obj: WireModel) -> int:
-    """Bytes of the JSON stored in Redis for this job's data."""
-    return len(json.dumps(obj.to_wire(), separators=(",", ":")).encode())
+def payload_size(obj: WireModel | Mapping[str, Any]) -> int:
+    """Bytes of the JSON stored in Redis for this job's data (a model or its wire dict)."""
+    wire = obj.to_wire() if isinstance(obj, WireModel) else obj
+    return len(json.dumps(wire, separators=(",", ":")).encode())
