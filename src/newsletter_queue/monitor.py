@@ -186,7 +186,7 @@ class QueueMonitor:
         """Counts, per-minute throughput, processing-time percentiles, error rate, oldest
         waiting job, workers and the paused flag of ``queue``."""
         self._check(queue)
-        stats = await self.manager.get_queue_stats(queue)
+        stats = await self.manager.admin.get_queue_stats(queue)
         client = await self._client()
         completed, failed = await asyncio.gather(
             get_metrics(client, self.settings, queue, "completed", 0, MINUTES - 1),
@@ -224,18 +224,18 @@ class QueueMonitor:
         ordered by priority, then insertion; the first ``_PRIORITIZED_SAMPLE`` in line
         are checked, which finds the oldest of the groups about to run without a scan.
         """
-        key = self.manager.key
+        keys = self.manager.keys(queue)
         pipe = client.pipeline(transaction=False)
-        pipe.lindex(key(queue, "wait"), -1)
-        pipe.lindex(key(queue, "paused"), -1)
-        pipe.zrange(key(queue, "prioritized"), 0, _PRIORITIZED_SAMPLE - 1)
+        pipe.lindex(keys.wait, -1)
+        pipe.lindex(keys.paused, -1)
+        pipe.zrange(keys.prioritized, 0, _PRIORITIZED_SAMPLE - 1)
         tail_wait, tail_paused, prioritized = await pipe.execute()
         ids = [i for i in (tail_wait, tail_paused, *prioritized) if i]
         if not ids:
             return None
         pipe = client.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hmget(key(queue, job_id), "timestamp", "delay")
+            pipe.hmget(keys.job(job_id), "timestamp", "delay")
         ages = []
         for ts, delay in await pipe.execute():
             if ts:
