@@ -27,7 +27,7 @@ from .admin import QueueAdmin
 from .backend import QueueBackend
 from .config import Settings
 from .engine.states import CleanState
-from .enqueue import _add_bulk_cluster
+from .enqueue import _add_bulk_cluster  # schedule_batch_email_sending's name (add_bulk)
 from .errors import FieldError, JobValidationError
 from .job_options import MAX_PRIORITY as MAX_PRIORITY
 from .job_options import JobOptions, to_bullmq_options
@@ -40,7 +40,7 @@ from .jobs import (
     field_errors,
     validate_job,
 )
-from .jobs import payload_size as _approx_size
+from .jobs import payload_size as _approx_size  # schedule_batch_email_sending's name
 from .queues import (
     ANALYTICS_DAILY_AGGREGATION,
     EMAIL_BULK_PRIORITY,
