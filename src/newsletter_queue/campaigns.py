@@ -37,7 +37,6 @@ Redis client the processors use, the producer side with the manager's client.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -49,7 +48,8 @@ from pydantic import TypeAdapter, ValidationError
 from .config import Settings
 from .connection import AnyRedis
 from .errors import FieldError, JobValidationError
-from .jobs import EmailJobData, Recipient, field_errors
+from .jobs import EmailJobData, Recipient, field_errors, id_errors, payload_size
+from .keyspace import campaign_key
 from .queues import ANALYTICS_CAMPAIGN_COMPLETE, EMAIL_SEND_BATCH
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ class CampaignPlan:
         for index, (start, end) in enumerate(self.batches):
             wire = {"campaignId": self.campaign_id, "tenantId": self.tenant_id,
                     "recipients": self.recipients[start:end], "batchSize": self.batch_size}
-            size = _wire_size(wire)
+            size = payload_size(wire)
             if size > max_payload_bytes:
                 raise JobValidationError("EmailJobData", [FieldError(
                     f"recipients[{start}:{end}]",
@@ -152,12 +152,7 @@ def plan_campaign(
     rows = [r.to_wire() if isinstance(r, Recipient) else r for r in recipients]
     if not rows:
         errors.append(FieldError("recipients", "at least one recipient needed"))
-    # Validate ids with the job model itself, on a one-recipient probe.
-    try:
-        EmailJobData.model_validate({"campaignId": campaign_id, "tenantId": tenant_id,
-                                     "recipients": [{"email": "probe@example.com"}]})
-    except ValidationError as exc:
-        errors.extend(field_errors(exc, EmailJobData))
+    errors.extend(id_errors(campaignId=campaign_id, tenantId=tenant_id))
     try:
         parsed = _RECIPIENTS.validate_python(rows)
     except ValidationError as exc:
@@ -177,7 +172,7 @@ class CampaignProgress:
     def __init__(self, client: AnyRedis, key_prefix: str, tenant_id: str, campaign_id: str,
                  ttl_s: int = PROGRESS_TTL_S) -> None:
         self.client = client
-        base = f"{key_prefix}:email:campaign:{tenant_id}:{campaign_id}"
+        base = campaign_key(key_prefix, tenant_id, campaign_id)
         self.done_key = f"{base}:done"
         self.total_key = f"{base}:batches"
         self.flag_key = f"{base}:completed"
@@ -258,11 +253,6 @@ async def enqueue_campaign_complete(producer: QueueManager, tenant_id: str,
         {"campaignId": campaign_id, "tenantId": tenant_id,
          "eventType": ANALYTICS_CAMPAIGN_COMPLETE},
         {"job_id": campaign_complete_job_id(tenant_id, campaign_id)})
-
-
-def _wire_size(wire: dict[str, Any]) -> int:
-    """JSON size of one batch as stored in Redis."""
-    return len(json.dumps(wire, separators=(",", ":")).encode())
 
 
 __all__ = [

@@ -22,8 +22,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .admin import QueueAdmin
 from .config import Settings, load_settings
 from .devtools import DevTools, render_report
+from .engine.states import OVERVIEW_STATES, JobState
 from .errors import NewsletterQueueError
 from .manager import QueueManager
 from .monitor import QueueMonitor
@@ -71,12 +73,12 @@ def _print_json(value: Any) -> None:
 def stats_table(stats: dict[str, QueueStats]) -> Table:
     table = Table(title="Queues")
     table.add_column("queue", no_wrap=True, min_width=9)
-    for column in ("waiting", "prioritized", "active", "delayed", "completed", "failed"):
+    for column in OVERVIEW_STATES:
         table.add_column(column, justify="right")
     table.add_column("paused")
     for name, s in stats.items():
-        table.add_row(name, str(s.waiting), str(s.prioritized), str(s.active), str(s.delayed),
-                      str(s.completed), str(s.failed), "yes" if s.is_paused else "no")
+        table.add_row(name, *(str(getattr(s, JobState(c).field)) for c in OVERVIEW_STATES),
+                      "yes" if s.is_paused else "no")
     return table
 
 
@@ -85,16 +87,20 @@ async def _with_tools(fn: Callable[[DevTools], Awaitable[T]]) -> T:
         return await fn(tools)
 
 
+def _admin(fn: Callable[[QueueAdmin], Awaitable[T]]) -> T:
+    """Run one ``QueueAdmin`` operation on a manager of its own."""
+    async def go() -> T:
+        async with QueueManager(_settings()) as manager:
+            return await fn(manager.admin)
+
+    return _run(go)
+
+
 # --- reads ---------------------------------------------------------------------------------
 @app.command()
 def stats(as_json: JsonFlag = False) -> None:
     """Job counts by state for every queue."""
-
-    async def go() -> dict[str, QueueStats]:
-        async with QueueManager(_settings()) as manager:
-            return await manager.get_all_queue_stats()
-
-    result = _run(go)
+    result = _admin(lambda a: a.get_all_queue_stats())
     if as_json:
         _print_json({k: v.to_dict() for k, v in result.items()})
     else:
@@ -156,10 +162,9 @@ def inspect(queue: QueueArg, as_json: JsonFlag = False) -> None:
     console.print(f"[bold]{queue}[/] — {h['status']}" +
                   (f" ({'; '.join(h['reasons'])})" if h["reasons"] else ""))
     counts = Table(title="Jobs by state")
-    for key in ("waiting", "prioritized", "active", "delayed", "completed", "failed"):
+    for key in OVERVIEW_STATES:
         counts.add_column(key, justify="right")
-    counts.add_row(*(str(m["counts"].get(k, 0)) for k in (
-        "waiting", "prioritized", "active", "delayed", "completed", "failed")))
+    counts.add_row(*(str(m["counts"].get(k, 0)) for k in OVERVIEW_STATES))
     console.print(counts)
     p = m["processing_ms"]
     console.print(f"last hour: {m['completed_last_hour']} completed, {m['failed_last_hour']} "
@@ -236,25 +241,17 @@ def export_queue(
 
 
 # --- writes --------------------------------------------------------------------------------
-def _admin(queue: str, fn: Callable[[QueueManager], Awaitable[T]]) -> T:
-    async def go() -> T:
-        async with QueueManager(_settings()) as manager:
-            return await fn(manager)
-
-    return _run(go)
-
-
 @app.command()
 def pause(queue: QueueArg) -> None:
     """Pause a queue: workers stop taking its jobs (jobs can still be added)."""
-    _admin(queue, lambda m: m.pause_queue(queue))
+    _admin(lambda a: a.pause_queue(queue))
     console.print(f"{queue} paused")
 
 
 @app.command()
 def resume(queue: QueueArg) -> None:
     """Resume a paused queue."""
-    _admin(queue, lambda m: m.resume_queue(queue))
+    _admin(lambda a: a.resume_queue(queue))
     console.print(f"{queue} resumed")
 
 
@@ -266,7 +263,7 @@ def clean(
     limit: Annotated[int, typer.Option(help="At most this many (0: all).")] = 0,
 ) -> None:
     """Remove jobs of one state older than --grace-ms."""
-    removed = _admin(queue, lambda m: m.clean_queue(queue, grace_ms, state, limit))  # type: ignore[arg-type]
+    removed = _admin(lambda a: a.clean_queue(queue, grace_ms, state, limit))  # type: ignore[arg-type]
     console.print(f"removed {len(removed)} {state} job(s) from {queue}")
 
 
@@ -287,7 +284,7 @@ def clear(
 @app.command()
 def retry(queue: QueueArg) -> None:
     """Move every failed job of a queue back to waiting."""
-    count = _admin(queue, lambda m: m.retry_failed(queue))
+    count = _admin(lambda a: a.retry_failed(queue))
     console.print(f"{count} failed {queue} job(s) moved back to waiting")
 
 

@@ -1,8 +1,8 @@
 """DevTools: inspect, fill, clear, watch, load-test and export the queues in development.
 
-The original design's ``queueDevTools`` / ``devHelpers`` in Python. Everything goes through Redis
-(``QueueManager`` for jobs, ``QueueMonitor`` for the picture), so the tools work from
-any process — a REPL, the CLI or the dev API — against the workers of another.
+The original design's ``queueDevTools`` / ``devHelpers`` in Python. Everything goes through
+Redis (``QueueAdmin`` for jobs and counts, ``QueueMonitor`` for the picture), so the tools
+work from any process — a REPL, the CLI or the dev API — against the workers of another.
 
 ``clear`` is destructive: it obliterates a queue's keys (and the monitor's data for it)
 under the configured prefix only, and refuses unless dev mode is on or ``force=True``.
@@ -25,12 +25,14 @@ from rich.live import Live
 from rich.table import Table
 
 from .config import Settings, load_settings
-from .errors import ConfigurationError, JobValidationError, QueueNotFoundError
+from .engine.states import JOB_STATES
+from .enqueue import add_bulk
+from .errors import ConfigurationError, JobValidationError
+from .keyspace import durations_key, histogram_key, monitor_errors_key
 from .manager import QueueManager
 from .monitor import QueueMonitor
-from .monitoring_records import MonitorReport, monitor_key
+from .monitoring_records import MonitorReport
 from .queues import ANALYTICS_CAMPAIGN_COMPLETE, QueueName
-from .records import JOB_STATES
 
 Progress = Callable[[str, int, int], None]
 _EXPORT_PAGE = 500
@@ -64,6 +66,7 @@ class DevTools:
         self.settings = settings or (manager.settings if manager else load_settings())
         self._owns_manager = manager is None
         self.manager = manager or QueueManager(self.settings)
+        self.admin = self.manager.admin
         self.monitor_ = monitor or QueueMonitor(self.settings, manager=self.manager)
 
     async def close(self) -> None:
@@ -77,9 +80,7 @@ class DevTools:
         await self.close()
 
     def _check(self, queue: str) -> str:
-        if queue not in self.settings.queues:
-            raise QueueNotFoundError(queue, self.settings.queues)
-        return queue
+        return self.manager.check_queue(queue)
 
     # --- inspect -------------------------------------------------------------------------
     async def inspect(self, queue: str, *, per_state: int = 5) -> dict[str, Any]:
@@ -91,7 +92,7 @@ class DevTools:
         jobs: dict[str, list[dict[str, Any]]] = {}
         for state in JOB_STATES:
             if metrics.counts.get(state.replace("-", "_"), 0):
-                found = await self.manager.get_jobs(queue, state, 0, per_state - 1)
+                found = await self.admin.get_jobs(queue, state, 0, per_state - 1)
                 jobs[state] = [_summary(j.to_dict()) for j in found]
         errors = await self.monitor_.get_recent_errors(10, queue)
         return {"queue": queue, "config": self.settings.queue_config(queue).model_dump(),
@@ -164,17 +165,17 @@ class DevTools:
         client = await self.manager.client()
         removed: dict[str, int] = {}
         for name in names:
-            before = (await self.manager.get_queue_stats(name))
+            before = (await self.admin.get_queue_stats(name))
             q = await self.manager.queue(name)
             await q.obliterate(force=True)
-            await client.delete(monitor_key(self.settings.key_prefix, name, "durations"),
-                                monitor_key(self.settings.key_prefix, name, "hist"))
+            await client.delete(durations_key(self.settings.key_prefix, name),
+                                histogram_key(self.settings.key_prefix, name))
             removed[name] = before.pending + before.completed + before.failed
         await self._drop_errors(client, None if queue == "all" else names[0])
         return removed
 
     async def _drop_errors(self, client: Any, queue: str | None) -> None:
-        key = monitor_key(self.settings.key_prefix, "errors")
+        key = monitor_errors_key(self.settings.key_prefix)
         if queue is None:
             await client.delete(key)
             return
@@ -215,12 +216,13 @@ class DevTools:
                                                            f"must be 1..{MAX_PERF_JOBS}")])
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
         q = await self.manager.queue(queue)
+        client = await self.manager.client()
         ids: list[str] = []
         started = time.perf_counter()
         for start in range(0, job_count, _PERF_CHUNK):
             batch = [_perf_job(queue, stamp, i)
                      for i in range(start, min(start + _PERF_CHUNK, job_count))]
-            added = await q.addBulk(batch)
+            added = await add_bulk(client, q, batch)
             ids.extend(str(job.id) for job in added)
             if on_progress:
                 on_progress("enqueue", len(ids), job_count)
@@ -240,16 +242,17 @@ class DevTools:
                             on_progress: Progress | None) -> tuple[bool, float]:
         """Poll until every job is finished (or already removed by retention)."""
         client = await self.manager.client()
+        keys = self.manager.keys(queue)
         pending = list(ids)
         started = time.perf_counter()
         deadline = time.monotonic() + limit_s
         while pending and time.monotonic() < deadline:
             pipe = client.pipeline(transaction=False)
             for job_id in pending:
-                pipe.hget(self.manager.key(queue, job_id), "finishedOn")
+                pipe.hget(keys.job(job_id), "finishedOn")
             finished = await pipe.execute()
             pending = [i for i, done in zip(pending, finished, strict=True) if done is None
-                       and await _exists(client, self.manager.key(queue, i))]
+                       and await _exists(client, keys.job(i))]
             if on_progress:
                 on_progress("drain", len(ids) - len(pending), len(ids))
             if pending:
@@ -273,8 +276,8 @@ class DevTools:
             for state in JOB_STATES:
                 start = 0
                 while True:
-                    page = await self.manager.get_jobs(queue, state, start,
-                                                       start + _EXPORT_PAGE - 1)
+                    page = await self.admin.get_jobs(queue, state, start,
+                                                     start + _EXPORT_PAGE - 1)
                     for job in page:
                         out.write(json.dumps(job.to_dict(), default=str) + "\n")
                         count += 1

@@ -19,6 +19,9 @@ module name their module in brackets::
     ├── QueueNotFoundError            unknown queue name (lists the known ones)
     ├── JobValidationError            job data failed validation (lists every bad field path)
     ├── JobNotFoundError              no job with that id in that queue
+    │   └── DeadLetterNotFoundError   no dead letter with that id
+    │       └── DeadLetterReplayedError  that dead letter was replayed already
+    ├── AdminConflictError            the operation does not fit the state (HTTP 409)
     ├── UnrecoverableError            fail the job now, whatever attempts are left [engine.errors]
     ├── JobLockLostError              the worker no longer owns the job [engine.errors]
     ├── DeliveryError                 a campaign's mail could not be rendered or sent
@@ -48,6 +51,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 def brief(text: str, limit: int = 80) -> str:
@@ -182,6 +186,37 @@ class JobNotFoundError(NewsletterQueueError, LookupError):
         self.queue = queue
         self.job_id = job_id
         super().__init__(f"no job {brief(job_id)!r} in queue {brief(queue)!r}")
+
+
+class AdminConflictError(NewsletterQueueError):
+    """The operation does not fit the current state (HTTP 409): retrying a job that
+    has not failed, removing one a worker holds, a replay that lost a race.
+
+    ``details`` holds the JSON fields an interface adds to the message (``state``,
+    ``job_id``).
+    """
+
+    def __init__(self, message: str, **details: Any) -> None:
+        self.details = details
+        super().__init__(message)
+
+
+class DeadLetterNotFoundError(JobNotFoundError):
+    """No dead letter with this id."""
+
+    def __init__(self, letter_id: int, message: str | None = None) -> None:
+        super().__init__("dead-letters", str(letter_id))
+        self.letter_id = letter_id
+        self.args = (message or f"no dead letter {letter_id}",)
+
+
+class DeadLetterReplayedError(DeadLetterNotFoundError):
+    """The dead letter was replayed already: there is nothing left to replay."""
+
+    def __init__(self, letter_id: int, replay_job_id: str | None) -> None:
+        super().__init__(letter_id, f"dead letter {letter_id} was already replayed as job "
+                                    f"{replay_job_id}")
+        self.replay_job_id = replay_job_id
 
 
 class DeliveryError(NewsletterQueueError):

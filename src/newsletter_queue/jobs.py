@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
@@ -23,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    TypeAdapter,
     ValidationError,
     field_validator,
 )
@@ -222,6 +224,23 @@ def _path(loc: tuple[int | str, ...], model: type[BaseModel]) -> str:
     return out or "(root)"
 
 
+_ID = TypeAdapter(Annotated[str, Field(pattern=_ID_PATTERN)])
+
+
+def id_errors(**ids: Any) -> list[FieldError]:
+    """The problems of tenant/campaign ids given as ``camelCaseName=value`` (none if valid).
+
+    The same rule as the job models' id fields (they end up in job ids and Redis keys).
+    """
+    errors: list[FieldError] = []
+    for name, value in ids.items():
+        try:
+            _ID.validate_python(value, strict=True)
+        except ValidationError as exc:
+            errors.extend(FieldError(name, err["msg"]) for err in exc.errors(include_url=False))
+    return errors
+
+
 def field_errors(exc: ValidationError, model: type[BaseModel]) -> list[FieldError]:
     errors = []
     for err in exc.errors(include_url=False):
@@ -264,6 +283,7 @@ def validate_job(
     return obj
 
 
-def payload_size(obj: WireModel) -> int:
-    """Bytes of the JSON stored in Redis for this job's data."""
-    return len(json.dumps(obj.to_wire(), separators=(",", ":")).encode())
+def payload_size(obj: WireModel | Mapping[str, Any]) -> int:
+    """Bytes of the JSON stored in Redis for this job's data (a model or its wire dict)."""
+    wire = obj.to_wire() if isinstance(obj, WireModel) else obj
+    return len(json.dumps(wire, separators=(",", ":")).encode())

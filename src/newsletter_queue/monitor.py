@@ -22,7 +22,6 @@ Report types and thresholds live in ``monitoring_records``; this module reads Re
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -33,8 +32,11 @@ from redis.exceptions import RedisError
 from .config import Settings, load_settings
 from .connection import AnyRedis, PoolExhaustedError
 from .engine.health import is_connection_error
+from .engine.jobhash import as_int
+from .engine.keys import worker_name_prefix
 from .engine.metrics import Metrics, get_metrics
 from .errors import QueueNotFoundError, RedisServerError
+from .keyspace import durations_key, histogram_key, monitor_errors_key
 from .manager import QueueManager
 from .monitoring_records import (
     DURATIONS_KEEP,
@@ -48,7 +50,6 @@ from .monitoring_records import (
     RedisInfo,
     WorkerInfo,
     bucket_field,
-    monitor_key,
     percentile,
     worst,
 )
@@ -122,7 +123,7 @@ def minute_series(metrics: Metrics, now_ms: int, minutes: int = MINUTES) -> list
 def parse_workers(clients: Iterable[dict[str, Any]], prefix: str,
                   queues: Sequence[str]) -> dict[str, list[WorkerInfo]]:
     """Group ``CLIENT LIST`` entries by the queue whose worker client name they carry."""
-    by_prefix = {f"{prefix}:{base64.b64encode(q.encode()).decode()}:w:": q for q in queues}
+    by_prefix = {worker_name_prefix(prefix, q): q for q in queues}
     found: dict[str, dict[str, WorkerInfo]] = {q: {} for q in queues}
     for client in clients:
         name = str(client.get("name") or "")
@@ -132,15 +133,9 @@ def parse_workers(clients: Iterable[dict[str, Any]], prefix: str,
                 # A worker has several connections with the same name; count it once.
                 found[queue].setdefault(worker, WorkerInfo(
                     name=worker, queue=queue, addr=str(client.get("addr", "")),
-                    age_s=_int(client.get("age")), idle_s=_int(client.get("idle"))))
+                    age_s=as_int(client.get("age"), 0),
+                    idle_s=as_int(client.get("idle"), 0)))
     return {q: sorted(w.values(), key=lambda w: w.name) for q, w in found.items()}
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
 
 
 class QueueMonitor:
@@ -175,9 +170,6 @@ class QueueMonitor:
     def queue_names(self) -> tuple[str, ...]:
         return tuple(self.settings.queues)
 
-    def _key(self, *parts: str) -> str:
-        return monitor_key(self.settings.key_prefix, *parts)
-
     def _check(self, queue: str) -> None:
         if queue not in self.settings.queues:
             raise QueueNotFoundError(queue, self.settings.queues)
@@ -202,7 +194,7 @@ class QueueMonitor:
         """Counts, per-minute throughput, processing-time percentiles, error rate, oldest
         waiting job, workers and the paused flag of ``queue``."""
         self._check(queue)
-        stats = await self.manager.get_queue_stats(queue)
+        stats = await self.manager.admin.get_queue_stats(queue)
         client = await self._client()
         completed, failed = await asyncio.gather(
             get_metrics(client, self.settings, queue, "completed", 0, MINUTES - 1),
@@ -211,7 +203,7 @@ class QueueMonitor:
         # being read must fall inside the series, not one minute past its end.
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         durations = cast(list[str], await client.lrange(
-            self._key(queue, "durations"), 0, DURATIONS_KEEP - 1))
+            durations_key(self.settings.key_prefix, queue), 0, DURATIONS_KEEP - 1))
         if workers is None:
             workers = (await self.get_workers()).get(queue, [])
         oldest = await self._oldest_waiting_age_s(client, queue, now)
@@ -240,18 +232,18 @@ class QueueMonitor:
         ordered by priority, then insertion; the first ``_PRIORITIZED_SAMPLE`` in line
         are checked, which finds the oldest of the groups about to run without a scan.
         """
-        key = self.manager.key
+        keys = self.manager.keys(queue)
         pipe = client.pipeline(transaction=False)
-        pipe.lindex(key(queue, "wait"), -1)
-        pipe.lindex(key(queue, "paused"), -1)
-        pipe.zrange(key(queue, "prioritized"), 0, _PRIORITIZED_SAMPLE - 1)
+        pipe.lindex(keys.wait, -1)
+        pipe.lindex(keys.paused, -1)
+        pipe.zrange(keys.prioritized, 0, _PRIORITIZED_SAMPLE - 1)
         tail_wait, tail_paused, prioritized = await pipe.execute()
         ids = [i for i in (tail_wait, tail_paused, *prioritized) if i]
         if not ids:
             return None
         pipe = client.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hmget(key(queue, job_id), "timestamp", "delay")
+            pipe.hmget(keys.job(job_id), "timestamp", "delay")
         ages = []
         for ts, delay in await pipe.execute():
             if ts:
@@ -271,8 +263,9 @@ class QueueMonitor:
         client = await self._client()
         # The stream is capped at ~1000 entries, so a filtered read scans at most that.
         count = limit if queue is None else ERRORS_KEEP + 100
+        key = monitor_errors_key(self.settings.key_prefix)
         entries = cast(list[tuple[str, dict[str, Any]]],
-                       await client.xrevrange(self._key("errors"), count=count) or [])
+                       await client.xrevrange(key, count=count) or [])
         out: list[ErrorRecord] = []
         for entry_id, fields in entries:
             record = ErrorRecord.from_fields(str(entry_id), fields or {})
@@ -297,9 +290,10 @@ class QueueMonitor:
         return RedisInfo(
             ok=True, url=self.manager.url,
             version=str(info.get("valkey_version") or info.get("redis_version") or "?"),
-            used_memory=_int(info.get("used_memory")), maxmemory=_int(info.get("maxmemory")),
+            used_memory=as_int(info.get("used_memory"), 0),
+            maxmemory=as_int(info.get("maxmemory"), 0),
             maxmemory_policy=str(info.get("maxmemory_policy", "")),
-            connected_clients=_int(info.get("connected_clients")))
+            connected_clients=as_int(info.get("connected_clients"), 0))
 
     async def get_queue_health(self, queue: str, *, metrics: QueueMetrics | None = None,
                                redis: RedisInfo | None = None) -> QueueHealth:
@@ -411,7 +405,7 @@ class MonitorRecorder:
             "max_attempts": job.max_attempts, "final": int(job.failed_for_good),
             "ts": int(time.time() * 1000),
         }
-        await self.client.xadd(monitor_key(self.prefix, "errors"), fields,  # type: ignore[arg-type]
+        await self.client.xadd(monitor_errors_key(self.prefix), fields,  # type: ignore[arg-type]
                                maxlen=ERRORS_KEEP, approximate=True)
 
     async def on_completed(self, job: Job, result: Any) -> None:
@@ -424,8 +418,8 @@ class MonitorRecorder:
 
 async def record_duration(client: AnyRedis, prefix: str, queue: str, ms: int) -> None:
     """Add one processing time (ms) to ``queue``'s durations list and histogram."""
-    durations = monitor_key(prefix, queue, "durations")
-    hist = monitor_key(prefix, queue, "hist")
+    durations = durations_key(prefix, queue)
+    hist = histogram_key(prefix, queue)
     pipe = client.pipeline(transaction=False)
     pipe.lpush(durations, ms)
     pipe.ltrim(durations, 0, DURATIONS_KEEP - 1)

@@ -2,7 +2,7 @@
 
 Kept apart from ``monitor.py`` (which reads Redis) so that the API, the CLI and the
 Prometheus collector can use the types, and the health rules can be tested without a
-server. Key names of the monitor's own Redis data are defined here, in one place.
+server. Key names of the monitor's own Redis data are in ``keyspace``.
 """
 
 from __future__ import annotations
@@ -25,11 +25,6 @@ DURATIONS_KEEP = 1000
 # Prometheus histogram bucket bounds (seconds) for job processing time.
 HISTOGRAM_BUCKETS_S: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-
-
-def monitor_key(prefix: str, *parts: str) -> str:
-    """``{prefix}:monitor:{parts…}`` — every key the monitor itself writes."""
-    return ":".join((prefix, "monitor", *parts))
 
 
 def bucket_field(seconds: float, bounds: tuple[float, ...] = HISTOGRAM_BUCKETS_S) -> str:

@@ -7,33 +7,13 @@ the dev API and the CLI can render them directly.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-# States a job can be in, in the order dashboards show them.
-JOB_STATES: tuple[str, ...] = (
-    "waiting", "prioritized", "active", "delayed", "completed", "failed",
-    "paused", "waiting-children",
-)
+from .engine.jobhash import JobHash, parse_job_hash
+from .engine.states import JOB_STATES
 
-
-def _json(value: str | None, default: Any = None) -> Any:
-    if value is None or value == "":
-        return default
-    try:
-        return json.loads(value)
-    except (ValueError, RecursionError):  # not JSON, or nested beyond what Python parses
-        return value
-
-
-def _int(value: str | None) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        return int(float(value))
-    except (ValueError, OverflowError):
-        return None
+__all__ = ["JOB_STATES", "EnqueuedJob", "HealthCheck", "JobInfo", "QueueStats"]
 
 
 @dataclass(frozen=True)
@@ -52,59 +32,31 @@ class EnqueuedJob:
     created: bool = True
 
 
-@dataclass(frozen=True)
-class JobInfo:
-    """A snapshot of one job as stored in Redis."""
+@dataclass(frozen=True, kw_only=True)
+class JobInfo(JobHash):
+    """A snapshot of one job as stored in Redis: its hash, where it is and its state."""
 
     id: str
     queue: str
-    name: str
-    data: Any
-    opts: dict[str, Any]
-    timestamp: int | None
-    delay: int
-    priority: int
-    progress: Any
-    attempts_made: int
-    attempts_started: int
-    stalled_counter: int
-    processed_on: int | None
-    finished_on: int | None
-    failed_reason: str | None
-    stacktrace: list[str] = field(default_factory=list)
-    return_value: Any = None
-    processed_by: str | None = None
     state: str | None = None
 
     @classmethod
     def from_hash(
         cls, queue: str, job_id: str, raw: dict[str, str], state: str | None = None
     ) -> JobInfo:
-        stack = _json(raw.get("stacktrace"), [])
-        return cls(
-            id=job_id,
-            queue=queue,
-            name=raw.get("name", ""),
-            data=_json(raw.get("data"), {}),
-            opts=_json(raw.get("opts"), {}) or {},
-            timestamp=_int(raw.get("timestamp")),
-            delay=_int(raw.get("delay")) or 0,
-            priority=_int(raw.get("priority")) or 0,
-            progress=_json(raw.get("progress"), 0),
-            attempts_made=_int(raw.get("atm") or raw.get("attemptsMade")) or 0,
-            attempts_started=_int(raw.get("ats")) or 0,
-            stalled_counter=_int(raw.get("stc")) or 0,
-            processed_on=_int(raw.get("processedOn")),
-            finished_on=_int(raw.get("finishedOn")),
-            failed_reason=raw.get("failedReason") or None,
-            stacktrace=[str(s) for s in stack] if isinstance(stack, list) else [str(stack)],
-            return_value=_json(raw.get("returnvalue")),
-            processed_by=raw.get("pb") or None,
-            state=state,
-        )
+        parsed = parse_job_hash(raw)
+        return cls(id=job_id, queue=queue, state=state,
+                   **{f.name: getattr(parsed, f.name) for f in fields(JobHash)})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = {"id": self.id, "queue": self.queue, **asdict(self)}  # id and queue first
+        for worker_only in _WORKER_FIELDS:
+            out.pop(worker_only)
+        return out
+
+
+# Fields of the hash only the worker acts on; job lists and exports leave them out.
+_WORKER_FIELDS = ("deferred_failure", "repeat_job_key")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from .campaigns import CampaignLifecycle, enqueue_campaign_complete
 from .config import Settings
 from .connection import AnyRedis, connect
 from .engine import Job, Worker
+from .keyspace import emails_counter_key
 from .manager import QueueManager
 from .monitor import MonitorRecorder
 from .processors.ai import build_ai_processors
@@ -47,9 +48,6 @@ from .workers import ProcessorRegistry, run_workers, start_workers, stop_workers
 
 log = logging.getLogger(__name__)
 
-EMAILS_COUNTER = "monitor:emails"
-
-
 class CountingRecorder:
     """Records deliveries in the store and counts them in Redis for the monitor and
     ``/metrics`` (``{prefix}:monitor:emails``: sent, bounced, failed)."""
@@ -57,7 +55,7 @@ class CountingRecorder:
     def __init__(self, store: Store, redis: AnyRedis, key_prefix: str) -> None:
         self.inner = StoreDeliveryRecorder(store)
         self.redis = redis
-        self.counter_key = f"{key_prefix}:{EMAILS_COUNTER}"
+        self.counter_key = emails_counter_key(key_prefix)
 
     async def record(self, deliveries: Sequence[Delivery], *,
                      only_missing: bool = False) -> None:

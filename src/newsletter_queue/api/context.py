@@ -1,4 +1,4 @@
-"""What every route of the API shares: settings, manager, monitor, dev tools, store.
+"""What every route of the API shares: settings, manager, admin, monitor, dev tools, store.
 
 One ``ApiContext`` per app, kept on ``app.state.nlq``. The manager and store may be
 handed in (``run_system`` shares its own); what the context creates itself it closes.
@@ -14,6 +14,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..admin import QueueAdmin
 from ..config import Settings
 from ..connection import finished_within
 from ..devtools import DevTools
@@ -43,6 +44,8 @@ class ApiContext:
         self.monitor = QueueMonitor(settings, manager=self.manager)
         self.devtools = DevTools(settings, manager=self.manager, monitor=self.monitor)
         self._store: Any = store
+        # What every route reads and changes goes through it (dead letters: this store).
+        self.admin = QueueAdmin(self.manager, store=self.store)
         self._ready_at = -1e9  # monotonic time of the last successful ping
         self._ping: asyncio.Future[None] | None = None
         self.performance_running = asyncio.Lock()  # one action=performance at a time

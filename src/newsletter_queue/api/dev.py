@@ -15,15 +15,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
+from ..engine.states import JOB_STATES, OVERVIEW_STATES
 from ..queues import QUEUE_NAMES
-from ..services.circuit import CircuitBreaker
-from ..services.sink import DEVMAIL_KEY
 from .context import ApiContext
 from .errors import ApiError, _clean_validation
 
 GET_ACTIONS = ("dashboard", "inspect", "stats", "health", "metrics", "errors", "report")
 POST_ACTIONS = ("test", "clear", "pause", "resume", "performance")
-BREAKERS = ("smtp", "ai")
 MAX_API_PERF_JOBS = 10_000
 # Checked by the routes (400 listing the valid values); the enum is for the schema.
 QueueOrAll = Annotated[str | None, Query(description="email, analytics or ai ('all' for "
@@ -64,28 +62,17 @@ def _queue(ctx: ApiContext, queue: str | None, *, required: bool,
     return queue
 
 
-async def breaker_states(ctx: ApiContext) -> dict[str, dict[str, Any]]:
-    client = await ctx.manager.client()
-    out = {}
-    for name in BREAKERS:
-        status = await CircuitBreaker(client, ctx.settings.key_prefix, name).status()
-        out[name] = {"state": status.state, "failures": status.failures,
-                     "open_until_ms": status.open_until_ms,
-                     "opened_count": status.opened_count}
-    return out
-
-
 async def dashboard_data(ctx: ApiContext) -> dict[str, Any]:
     """Everything the dashboard's overview shows, in one response."""
     report = await ctx.monitor.generate_report(errors=20)
     data = report.to_dict()
     if report.redis.ok:
-        client = await ctx.manager.client()
-        data["breakers"] = await breaker_states(ctx)
-        data["mail_count"] = int(await client.llen(f"{ctx.settings.key_prefix}:{DEVMAIL_KEY}"))
-        raw = await client.hgetall(f"{ctx.settings.key_prefix}:monitor:emails")
-        data["emails"] = {k: int(v) for k, v in dict(raw).items()}
+        data["breakers"] = await ctx.admin.breaker_states()
+        data["mail_count"] = (await ctx.admin.captured_mail(0))[1]
+        data["emails"] = await ctx.admin.email_counts()
     data["queue_names"] = list(ctx.settings.queues)
+    # The dashboard draws its cards and state filter from these (one list, the server's).
+    data["job_states"], data["overview_states"] = list(JOB_STATES), list(OVERVIEW_STATES)
     data["dev_mode"] = ctx.settings.dev_mode
     data["token_required_for_post"] = ctx.settings.api_token is not None
     return data
@@ -113,8 +100,8 @@ def build_router(ctx: ApiContext) -> APIRouter:
             return await ctx.devtools.inspect(name)
         if act == "stats":
             if name:
-                return (await ctx.manager.get_queue_stats(name)).to_dict()
-            return {q: s.to_dict() for q, s in (await ctx.manager.get_all_queue_stats()).items()}
+                return (await ctx.admin.get_queue_stats(name)).to_dict()
+            return {q: s.to_dict() for q, s in (await ctx.admin.get_all_queue_stats()).items()}
         if act == "metrics":
             names = [name] if name else list(ctx.settings.queues)
             metrics = {q: (await ctx.monitor.get_queue_metrics(q)).to_dict() for q in names}
@@ -170,11 +157,8 @@ def build_router(ctx: ApiContext) -> APIRouter:
             return {"cleared": await ctx.devtools.clear(name)}
         if act in ("pause", "resume"):
             assert name is not None
-            if act == "pause":
-                await ctx.manager.pause_queue(name)
-            else:
-                await ctx.manager.resume_queue(name)
-            return {"queue": name, "paused": await ctx.manager.is_paused(name)}
+            await (ctx.admin.pause_queue if act == "pause" else ctx.admin.resume_queue)(name)
+            return {"queue": name, "paused": await ctx.admin.is_paused(name)}
         assert perf is not None
         # One at a time: each run fills a queue and holds its request up to 30 s.
         if ctx.performance_running.locked():
@@ -194,15 +178,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
     @router.get("/mail", summary="Mail captured by the dev SMTP sink")
     async def mail(limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Any:
         await ctx.redis_ready()
-        client = await ctx.manager.client()
-        key = f"{ctx.settings.key_prefix}:{DEVMAIL_KEY}"
-        rows = await client.lrange(key, 0, limit - 1)
-        messages = []
-        for row in rows:
-            try:
-                messages.append(json.loads(row))
-            except ValueError:
-                continue
-        return {"messages": messages, "total": int(await client.llen(key))}
+        messages, total = await ctx.admin.captured_mail(limit)
+        return {"messages": messages, "total": total}
 
     return router

@@ -29,14 +29,13 @@ from prometheus_client.registry import Collector
 
 from ..connection import finished_within
 from ..engine.metrics import get_metrics
-from ..monitoring_records import HISTOGRAM_BUCKETS_S, monitor_key
-from ..records import JOB_STATES
-from ..services.circuit import CircuitBreaker
+from ..engine.states import JobState
+from ..keyspace import histogram_key
+from ..monitoring_records import HISTOGRAM_BUCKETS_S
 from .context import REDIS_DEADLINE_S, ApiContext
 
 log = logging.getLogger(__name__)
 
-BREAKERS = ("smtp", "ai")
 BREAKER_STATES = ("closed", "open", "half-open")
 EMAIL_STATUSES = ("sent", "bounced", "failed")
 
@@ -64,21 +63,18 @@ async def read_snapshot(ctx: ApiContext) -> Snapshot:
         prefix = ctx.settings.key_prefix
         workers = await ctx.monitor.get_workers()
         for queue in ctx.settings.queues:
-            stats = await ctx.manager.get_queue_stats(queue)
-            snap.counts[queue] = {s: int(stats.to_dict()[s.replace("-", "_")])
-                                  for s in JOB_STATES}
+            stats = await ctx.admin.get_queue_stats(queue)
+            snap.counts[queue] = {s.value: int(getattr(stats, s.field)) for s in JobState}
             snap.paused[queue] = stats.is_paused
             done, fail = await asyncio.gather(
                 get_metrics(client, ctx.settings, queue, "completed", 0, 0),
                 get_metrics(client, ctx.settings, queue, "failed", 0, 0))
             snap.completed[queue], snap.failed[queue] = done.count, fail.count
-            raw = cast(dict[str, str], await client.hgetall(monitor_key(prefix, queue, "hist")))
+            raw = cast(dict[str, str], await client.hgetall(histogram_key(prefix, queue)))
             snap.histograms[queue] = {k: int(v) for k, v in raw.items()}
             snap.workers[queue] = len(workers.get(queue, []))
-        emails = cast(dict[str, str], await client.hgetall(monitor_key(prefix, "emails")))
-        snap.emails = {k: int(v) for k, v in emails.items()}
-        for name in BREAKERS:
-            snap.breakers[name] = (await CircuitBreaker(client, prefix, name).status()).state
+        snap.emails = await ctx.admin.email_counts()
+        snap.breakers = {name: b["state"] for name, b in (await ctx.admin.breaker_states()).items()}
         snap.redis_up = True
     except Exception as exc:  # an outage is nlq_redis_up 0, never a failed scrape
         log.warning("metrics scrape could not read Redis: %s", type(exc).__name__)

@@ -1,9 +1,10 @@
 """``Job``: what a processor receives — the job's fields plus a few actions on it.
 
-The fields are parsed from the job hash that ``moveToActive``/``moveToFinished`` return
-(``HGETALL`` inside the script), so handing a job to a processor costs no extra round
-trip. Option keys are decoded from BullMQ's short wire names (``kl`` → ``keepLogs``,
-``de`` → ``deduplication`` …) exactly as ``bullmq``'s ``optsFromJSON`` does.
+The fields are parsed (``jobhash.parse_job_hash``, strictly) from the job hash that
+``moveToActive``/``moveToFinished`` return (``HGETALL`` inside the script), so handing a
+job to a processor costs no extra round trip. Option keys are decoded from BullMQ's
+short wire names (``kl`` → ``keepLogs``, ``de`` → ``deduplication`` …) exactly as
+``bullmq``'s ``optsFromJSON`` does.
 
 The actions (``update_progress``, ``log``, ``move_to_delayed``) run on the worker's
 event loop. Sync processors run in a thread pool, so each action returns an awaitable
@@ -21,6 +22,7 @@ from collections.abc import Awaitable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..errors import JobNotFoundError
+from .jobhash import parse_job_hash
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -50,15 +52,6 @@ class _Done(Generic[T]):
     def __await__(self) -> Generator[Any, None, T]:
         return self._value
         yield  # pragma: no cover - makes this a generator
-
-
-def _int(value: str | None, default: int = 0) -> int:
-    if not value:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        return int(float(value))
 
 
 class Job:
@@ -112,24 +105,23 @@ class Job:
         self.queue = worker.queue
         self.id = job_id
         self.token = token
-        self.name = raw.get("name", "")
-        self.data: Any = json.loads(raw.get("data") or "{}")
-        opts = json.loads(raw.get("opts") or "{}")
-        self.opts: dict[str, Any] = {_OPTS_DECODE.get(k, k): v for k, v in opts.items()}
-        self.timestamp = _int(raw.get("timestamp"))
-        self.processed_on = _int(raw.get("processedOn"))
-        self.delay = _int(raw.get("delay"))
-        self.priority = _int(raw.get("priority"))
-        self.attempts_made = _int(raw.get("atm") or raw.get("attemptsMade"))
-        self.attempts_started = _int(raw.get("ats"))
-        self.stalled_counter = _int(raw.get("stc"))
-        self.deferred_failure = raw.get("defa") or None
-        self.repeat_job_key = raw.get("rjk") or None
-        self.failed_reason: str | None = raw.get("failedReason") or None
+        parsed = parse_job_hash(raw, strict=True)
+        self.name = parsed.name
+        self.data: Any = parsed.data
+        self.opts: dict[str, Any] = {_OPTS_DECODE.get(k, k): v for k, v in parsed.opts.items()}
+        self.timestamp = parsed.timestamp or 0
+        self.processed_on = parsed.processed_on or 0
+        self.delay = parsed.delay
+        self.priority = parsed.priority
+        self.attempts_made = parsed.attempts_made
+        self.attempts_started = parsed.attempts_started
+        self.stalled_counter = parsed.stalled_counter
+        self.deferred_failure = parsed.deferred_failure
+        self.repeat_job_key = parsed.repeat_job_key
+        self.failed_reason: str | None = parsed.failed_reason
         self.failed_for_good = False
-        self._stacktrace = raw.get("stacktrace")
-        progress = raw.get("progress")
-        self.progress: Any = json.loads(progress) if progress else 0
+        self._stacktrace = parsed.stacktrace
+        self.progress: Any = parsed.progress
 
     def __repr__(self) -> str:
         return f"<Job {self.queue}:{self.id} name={self.name!r} attempt={self.attempt}>"
@@ -149,13 +141,7 @@ class Job:
 
     def stacktrace(self) -> list[str]:
         """Stack traces of the previous failed attempts (oldest first)."""
-        if not self._stacktrace:
-            return []
-        try:
-            parsed = json.loads(self._stacktrace)
-        except ValueError:
-            return []
-        return [str(x) for x in parsed] if isinstance(parsed, list) else []
+        return list(self._stacktrace)
 
     def snapshot(self) -> dict[str, Any]:
         """A plain, picklable copy of the job's fields (what process-pool processors get)."""

@@ -7,7 +7,19 @@ of a queue's keys in one cluster slot, which the Lua scripts require.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
+
+from .states import JobState
+
+
+def worker_name_prefix(prefix: str, queue: str) -> str:
+    """``{prefix}:{base64(queue)}:w:`` — what a worker's client name starts with.
+
+    Node BullMQ's ``Queue.getWorkers()`` (and Bull Board) find workers by it in
+    ``CLIENT LIST``; the monitor does the same.
+    """
+    return f"{prefix}:{base64.b64encode(queue.encode()).decode()}:w:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +40,14 @@ class QueueKeys:
     def job(self, job_id: str) -> str:
         """The hash of job ``job_id``."""
         return self.base + job_id
+
+    def logs(self, job_id: str) -> str:
+        """The list of job ``job_id``'s log lines."""
+        return f"{self.base}{job_id}:logs"
+
+    def state(self, state: JobState) -> str:
+        """The list or sorted set holding the jobs in ``state``."""
+        return self.base + state.key_suffix
 
     @property
     def wait(self) -> str:

@@ -27,7 +27,6 @@ attempt ended), ``maintenance`` (lock renewal, stalled checks), ``executors``
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -49,7 +48,7 @@ from .executors import Processor, ProcessorExecutor, ProcessorRouter, is_async_c
 from .fetcher import Fetcher
 from .health import Health, ThrottledErrors, is_connection_error
 from .job import Job
-from .keys import QueueKeys
+from .keys import QueueKeys, worker_name_prefix
 from .maintenance import LockKeeper
 from .options import WorkerOptions
 from .outcomes import Outcomes
@@ -135,9 +134,7 @@ class Worker:
         self.queue = queue
         self.id = uuid.uuid4().hex
         self.name = _NAME_RE.sub("-", name or _default_name())
-        queue_b64 = base64.b64encode(queue.encode()).decode()
-        # Node BullMQ's Queue.getWorkers() (and Bull Board) match this client name.
-        self.client_name = f"{self.settings.key_prefix}:{queue_b64}:w:{self.name}"
+        self.client_name = worker_name_prefix(self.settings.key_prefix, queue) + self.name
         self.keys = QueueKeys(self.settings.key_prefix, queue)
         self.server_version: tuple[int, int, int] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -413,7 +410,7 @@ class Worker:
         client = self._client
         if client is None:
             return
-        key = f"{self.settings.key_prefix}:{self.queue}:{job_id}"
+        key = self.keys.job(job_id)
         counters = ("atm", "ats", "stc", "attemptsMade")
         values: list[Any] = await client.hmget(key, list(counters))
         bad = [k for k, v in zip(counters, values, strict=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from ..connection import AnyRedis
+from ..keyspace import breaker_key
 
 State = Literal["closed", "open", "half-open"]
 
@@ -108,7 +109,7 @@ class CircuitBreaker:
             raise ValueError("threshold and cooldown_ms must be positive")
         self.client = client
         self.name = name
-        self.key = f"{key_prefix}:circuit:{name}"
+        self.key = breaker_key(key_prefix, name)
         self.threshold = threshold
         self.cooldown_ms = cooldown_ms
         self.probe_ttl_ms = probe_ttl_ms

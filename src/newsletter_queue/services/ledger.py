@@ -30,6 +30,7 @@ from enum import IntEnum
 from typing import cast
 
 from ..connection import AnyRedis
+from ..keyspace import ledger_key
 
 # KEYS[1] ledger, KEYS[2] ledger meta. ARGV: now_ms, token, ttl_ms, ledger_ttl_s, emails...
 _CLAIM = """
@@ -104,7 +105,7 @@ class CampaignLedger:
     def __init__(self, client: AnyRedis, key_prefix: str, tenant_id: str, campaign_id: str,
                  *, claim_ttl_ms: int = 30_000, ttl_s: int = 30 * 24 * 3600) -> None:
         self.client = client
-        base = f"{key_prefix}:email:ledger:{tenant_id}:{campaign_id}"
+        base = ledger_key(key_prefix, tenant_id, campaign_id)
         self.key = base
         self.meta_key = f"{base}:meta"
         self.claim_ttl_ms = claim_ttl_ms

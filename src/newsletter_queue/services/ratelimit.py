@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import cast
 
 from ..connection import AnyRedis
+from ..keyspace import send_rate_key
 
 # KEYS: bucket hashes. ARGV[1] now_ms, ARGV[2] tokens wanted, ARGV[3..] rate per bucket.
 # Returns 0 when the tokens were taken from every bucket, else ms to wait.
@@ -57,7 +58,7 @@ class SendRateLimiter:
         if global_rate < 1 or tenant_rate < 1:
             raise ValueError("rates must be at least 1 per second")
         self.client = client
-        self.prefix = f"{key_prefix}:email:rate"
+        self.prefix = send_rate_key(key_prefix)
         self.global_rate = global_rate
         self.tenant_rate = tenant_rate
         self._take = client.register_script(_TAKE)

@@ -37,9 +37,10 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from ..keyspace import devmail_key
+
 log = logging.getLogger(__name__)
 
-DEVMAIL_KEY = "devmail"
 DEVMAIL_KEEP = 200
 _PREVIEW_CHARS = 20_000
 
@@ -213,7 +214,7 @@ class SmtpSink:
         self.port = port
         self.tls_context = tls_context
         self.credentials = credentials
-        redis_key = f"{key_prefix}:{DEVMAIL_KEY}" if key_prefix else None
+        redis_key = devmail_key(key_prefix) if key_prefix else None
         self.handler = SinkHandler(keep=keep, redis=redis, redis_key=redis_key)
         self._server: asyncio.AbstractServer | None = None
 

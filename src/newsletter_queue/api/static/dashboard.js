@@ -4,7 +4,6 @@
 
 const POLL_MS = 2000;
 const PAGE_SIZE = 20;
-const STATES = ["waiting", "prioritized", "active", "delayed", "completed", "failed"];
 const $ = (id) => document.getElementById(id);
 const state = {
   live: true, queues: [], page: 1, total: 0, drawerJob: null, lastFocus: null,
@@ -132,7 +131,7 @@ function renderCards(data) {
     if (!m) { card.append(h("p", { class: "muted" }, "No data (Redis unreachable).")); cards.append(card); continue; }
     if (m.is_paused) card.append(h("p", { class: "paused-flag", "data-testid": `paused-${name}` }, "Paused"));
     const dl = h("dl", { class: "counts" });
-    for (const s of STATES) {
+    for (const s of data.overview_states) {
       dl.append(h("div", {}, h("dt", {}, s), h("dd", { "data-testid": `count-${name}-${s}` },
         String(m.counts[s] ?? 0))));
     }
@@ -258,6 +257,9 @@ function renderOverview(data) {
   if (!state.queues.length) {
     state.queues = data.queue_names;
     $("job-queue").replaceChildren(...data.queue_names.map((q) => h("option", { value: q }, q)));
+    // The states come from the server (engine/states.py), like the queue names.
+    $("job-state").replaceChildren(...data.job_states.map((s) =>
+      h("option", { value: s, selected: s === "failed" }, s)));
   }
 }
 
