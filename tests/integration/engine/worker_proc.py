@@ -3,7 +3,7 @@
     python -m tests.integration.engine.worker_proc URL PREFIX MODE
 
 MODE ``worker``: an engine Worker on queue ``email`` with a 1 s lock (killed by the test).
-MODE ``run_workers``: ``workers.run_workers`` for queue ``email`` until SIGTERM.
+MODE ``run_workers``: ``system.run_workers`` for queue ``email`` until SIGTERM.
 Both process jobs named ``slow`` by sleeping ``data["seconds"]``.
 """
 
@@ -17,7 +17,8 @@ from typing import Any
 
 from newsletter_queue.config import Settings
 from newsletter_queue.engine import Job, Worker
-from newsletter_queue.workers import ProcessorRegistry, run_workers
+from newsletter_queue.system import run_workers
+from newsletter_queue.workers import ProcessorRegistry
 
 
 async def slow(job: Job) -> dict[str, Any]:
