@@ -216,15 +216,17 @@ async def run_system(
     """Run Redis (embedded if needed), the dev SMTP sink, workers and the dev API."""
     try:
         async with System(settings, stop=stop) as system:
-            services = await _start_dev_system(system, host, port, queues)
-            if demo:
-                assert services.manager is not None
-                assert services.store is not None
-                count = await send_demo_campaign(services.manager, services.store)
-                _say(f"demo campaign queued: {count} recipients in batches of 50")
-            _say("press Ctrl-C to stop")
-            await system.wait()
-            _say("stopping…")
+            try:
+                services = await _start_dev_system(system, host, port, queues)
+                if demo:
+                    assert services.manager is not None
+                    assert services.store is not None
+                    count = await send_demo_campaign(services.manager, services.store)
+                    _say(f"demo campaign queued: {count} recipients in batches of 50")
+                _say("press Ctrl-C to stop")
+                await system.wait()
+            finally:
+                _say("stopping…")
     finally:
         _say("stopped.")
 
