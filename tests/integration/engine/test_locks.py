@@ -260,10 +260,11 @@ async def test_a_second_sigterm_does_not_cut_the_grace_period_short(
     proc.send_signal(signal.SIGTERM)  # while the worker waits for its active job
     seen += await _stderr_until(proc, "received SIGTERM again; still waiting")
     assert proc.poll() is None, seen
-    await redis_client.rpush(gate, "open")
+    await redis_client.zadd(gate, {"open": 0})
     code = await asyncio.to_thread(proc.wait, 60)
     assert code == 0, seen
-    assert await redis_client.zscore(f"{prefix}:email:completed", job.id) is not None
+    raw = await job_hash(redis_client, prefix, job.id, queue="email")
+    assert await redis_client.zscore(f"{prefix}:email:completed", job.id) is not None, raw
 
 
 async def _stderr_until(proc: subprocess.Popen[bytes], text: str) -> str:

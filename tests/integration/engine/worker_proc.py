@@ -6,7 +6,7 @@ MODE ``worker``: an engine Worker on queue ``email`` with a 1 s lock (killed by 
 MODE ``run_workers``: ``system.run_workers`` for queue ``email`` until SIGTERM, active
 jobs getting ``GRACE_S`` seconds (10 by default) to finish.
 Both process jobs named ``slow`` by sleeping ``data["seconds"]``; ``run_workers`` also
-processes jobs named ``gated``, which end once something is pushed to the list
+processes jobs named ``gated``, which end once a member is added to the sorted set
 ``data["gate"]`` (so a test decides when the job ends, whatever the machine's speed).
 """
 
@@ -41,8 +41,10 @@ async def main(url: str, prefix: str, mode: str, grace_s: float) -> None:
     client = aioredis.from_url(url)
 
     async def gated(job: Job) -> dict[str, Any]:
-        while await client.blpop([job.data["gate"]], timeout=1) is None:
-            continue  # short blocking waits: no socket timeout can cut one
+        # BZPOPMIN (the engine's own blocking wait, so an ACL-limited user may run it
+        # too), a second at a time: no socket timeout can cut one short.
+        while await client.bzpopmin([job.data["gate"]], timeout=1) is None:
+            continue
         return {"pid": os.getpid()}
 
     registry = ProcessorRegistry()
