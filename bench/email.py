@@ -37,7 +37,7 @@ from newsletter_queue.connection import delete_prefix
 from newsletter_queue.runner import WorkerServices
 from newsletter_queue.services.ledger import CampaignLedger
 from newsletter_queue.services.store import CampaignRecord
-from newsletter_queue.workers import start_workers, stop_workers
+from newsletter_queue.system import System
 
 
 def _start_sink(stats_file: Path) -> tuple[subprocess.Popen[str], int]:
@@ -59,6 +59,7 @@ async def run(recipients: int, batch_size: int, timeout_s: float) -> dict[str, f
                              emails_per_second_per_tenant=1_000_000)
     services = await WorkerServices(settings, smtp_url=f"smtp://127.0.0.1:{port}").open()
     manager = QueueManager(settings)
+    system = System(settings, shutdown_timeout=10)
     try:
         assert services.store is not None
         await services.store.upsert_campaign(CampaignRecord(
@@ -74,8 +75,7 @@ async def run(recipients: int, batch_size: int, timeout_s: float) -> dict[str, f
               file=sys.stderr)
         ledger = CampaignLedger(await manager.client(), prefix, "bench", "c1")
         started = time.perf_counter()
-        workers = start_workers(["email", "analytics"], settings=settings,
-                                registry=services.registry())
+        workers = system.start_workers(services.registry(), ["email", "analytics"])
         services.attach_hooks(workers)
         last = -1
         while True:
@@ -93,7 +93,7 @@ async def run(recipients: int, batch_size: int, timeout_s: float) -> dict[str, f
             await asyncio.sleep(0.05)
         seconds = time.perf_counter() - started
     finally:
-        await stop_workers(10)
+        await system.stop()
         await services.close()
         await delete_prefix(await manager.client(), prefix)
         await manager.close()

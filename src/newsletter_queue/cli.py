@@ -367,10 +367,7 @@ def worker(
     if concurrency is not None:
         settings = with_concurrency(settings, names, concurrency)
     runner = importlib.import_module("newsletter_queue.runner")
-    run = getattr(runner, "run_worker_process", None)
-    if run is None:  # the wiring module predates run_worker_process
-        run = importlib.import_module("newsletter_queue.workers").run_workers
-    _run(lambda: run(settings, names))
+    _run(lambda: runner.run_worker_process(settings, names))
 
 
 def with_concurrency(settings: Settings, names: list[str] | None, n: int) -> Settings:

@@ -71,7 +71,11 @@ class Retention(BaseModel):
 
 
 class QueueConfig(BaseModel):
-    """How one queue behaves: worker concurrency, rate limit and default job options."""
+    """How one queue behaves: worker concurrency, rate limit and default job options.
+
+    Its workers run with ``engine.WorkerOptions.for_queue(config)``, the one place the
+    worker-side fields below become a worker's options.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

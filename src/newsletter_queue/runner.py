@@ -6,26 +6,23 @@ breakers — and builds the ``ProcessorRegistry`` that maps job names to process
 also provides the worker hooks that keep the books: failed-for-good jobs become dead
 letters, a campaign batch that fails for good still counts towards completion.
 
-``run_system`` is what ``newsletter-queue up`` runs: Redis (embedded if needed), the dev
-SMTP sink, the database, every queue's workers and the dev API with its dashboard, in
-one process, until Ctrl-C or SIGTERM.
+``run_worker_process`` (``newsletter-queue worker``) and ``run_system``
+(``newsletter-queue up``: Redis, embedded if needed, the dev SMTP sink, the database,
+every queue's workers and the dev API with its dashboard, in one process) each build
+one ``System`` (``system.py``), which handles the signals and stops it all in order.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import importlib
 import logging
-import signal
 import sys
 import traceback
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
 
 from .campaigns import CampaignLifecycle, enqueue_campaign_complete
 from .config import Settings
@@ -44,7 +41,8 @@ from .services.sink import SmtpSink
 from .services.smtp import SmtpPool
 from .services.store import CampaignRecord, DeadLetterRecord, Store
 from .services.store.adapters import StoreCampaignSource, StoreDeliveryRecorder
-from .workers import ProcessorRegistry, run_workers, start_workers, stop_workers
+from .system import System
+from .workers import ProcessorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -183,17 +181,12 @@ async def run_worker_process(
     Mail goes to ``SMTP_URL``; without it the email queue's jobs are not processed here
     (the dev sink belongs to ``up``), and this is said on stderr.
     """
-    services = await WorkerServices(settings).open()
-    try:
-        registry = services.registry()
+    async with System(settings, stop=stop) as system:
+        services = await _start_workers(system, WorkerServices(settings), queues)
         if services.pool is None and (queues is None or QueueName.EMAIL in queues):
             _say("SMTP_URL is not set: email jobs will fail; set it, or use "
                  "`newsletter-queue up` for the dev SMTP sink")
-        await run_workers(settings, queues, registry=registry, stop=stop,
-                          shutdown_timeout=settings.shutdown_timeout_s,
-                          on_start=services.attach_hooks)
-    finally:
-        await services.close()
+        await system.wait()
 
 
 async def run_system(
@@ -206,75 +199,58 @@ async def run_system(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run Redis (embedded if needed), the dev SMTP sink, workers and the dev API."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
+    try:
+        async with System(settings, stop=stop) as system:
+            try:
+                services = await _start_dev_system(system, host, port, queues)
+                if demo:
+                    assert services.manager is not None
+                    assert services.store is not None
+                    count = await send_demo_campaign(services.manager, services.store)
+                    _say(f"demo campaign queued: {count} recipients in batches of 50")
+                _say("press Ctrl-C to stop")
+                await system.wait()
+            finally:
+                _say("stopping…")
+    finally:
+        _say("stopped.")
+
+
+async def _start_workers(system: System, services: WorkerServices,
+                         queues: Sequence[str] | None) -> WorkerServices:
+    """Open ``services`` (closed when ``system`` stops) and start their workers."""
+    system.close_later(services.close)
+    await services.open()
+    workers = system.start_workers(services.registry(), queues)
+    services.attach_hooks(workers)
+    return services
+
+
+async def _start_dev_system(system: System, host: str, port: int,
+                            queues: Sequence[str] | None) -> WorkerServices:
+    """Everything ``up`` runs: Redis, the dev sink (unless ``SMTP_URL`` is set), the
+    workers and the dev API beside them, sharing their manager and store."""
+    from .api import create_app  # a worker process never loads the HTTP side
+
+    settings = system.settings
     redis = await connect(settings, client_name=f"{settings.key_prefix}:system")
-    sink: SmtpSink | None = None
+    system.close_later(redis.aclose)
     smtp_url = settings.smtp_url.get_secret_value() if settings.smtp_url else None
     if smtp_url is None:
         sink = await SmtpSink("127.0.0.1", settings.dev_smtp_port, redis=redis,
                               key_prefix=settings.key_prefix).start()
+        system.close_later(sink.stop)
         smtp_url = sink.url
         _say(f"dev SMTP sink on {sink.url} (captured mail is shown in the dashboard)")
-    services = await WorkerServices(settings, smtp_url=smtp_url).open()
-    server: Any = None
-    server_task: asyncio.Task[Any] | None = None
-    try:
-        workers = start_workers(queues, settings=settings, registry=services.registry())
-        services.attach_hooks(workers)
-        _say(f"workers running: {', '.join(f'{w.queue}×{w.options.concurrency}' for w in workers)}")
-        server, server_task = await _start_api(settings, services, host, port)
-        if server is not None:
-            _say(f"dashboard: http://{host}:{port}/dashboard   (API: /api/dev/queue, "
-                 "metrics: /metrics)")
-        if demo:
-            assert services.manager is not None
-            assert services.store is not None
-            count = await send_demo_campaign(services.manager, services.store)
-            _say(f"demo campaign queued: {count} recipients in batches of 50")
-        _say("press Ctrl-C to stop")
-        await stop.wait()
-    finally:
-        _say("stopping…")
-        if server is not None:
-            server.should_exit = True
-        if server_task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server_task, 10)
-        await stop_workers(settings.shutdown_timeout_s)
-        await services.close()
-        if sink is not None:
-            await sink.stop()
-        await redis.aclose()
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-        _say("stopped.")
-
-
-async def _start_api(settings: Settings, services: WorkerServices, host: str, port: int
-                     ) -> tuple[Any, asyncio.Task[Any] | None]:
-    """Serve the dev API and dashboard with uvicorn on this event loop, if available."""
-    import uvicorn
-
-    api = importlib.import_module("newsletter_queue.api")
-    app = api.create_app(settings, manager=services.manager, store=services.store, host=host)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                            lifespan="on", access_log=False)
-    server = uvicorn.Server(config)
-    # Signals are ours (run_system stops everything in order), not uvicorn's.
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    task = asyncio.create_task(server.serve(), name="nlq-api")
-    while not server.started:
-        if task.done():
-            task.result()  # raises the start-up error (port in use …)
-            raise RuntimeError(f"the dev API stopped during start-up on {host}:{port}")
-        await asyncio.sleep(0.02)
-    return server, task
+    services = await _start_workers(system, WorkerServices(settings, smtp_url=smtp_url),
+                                    queues)
+    _say("workers running: " + ", ".join(f"{w.queue}×{w.options.concurrency}"
+                                         for w in system.workers))
+    app = create_app(settings, manager=services.manager, store=services.store, host=host)
+    await system.serve(app, host=host, port=port)
+    _say(f"dashboard: http://{host}:{port}/dashboard   (API: /api/dev/queue, "
+         "metrics: /metrics)")
+    return services
 
 
 DEMO_CONTENT = CampaignRecord(

@@ -28,7 +28,7 @@ from newsletter_queue.manager import QueueManager
 from newsletter_queue.runner import WorkerServices
 from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.services.store import CampaignRecord, Store
-from newsletter_queue.workers import start_workers, stop_workers
+from newsletter_queue.system import System
 from tests.cluster.redcluster import LocalCluster
 from tests.conftest import make_settings
 from tests.helpers import wait_for
@@ -108,12 +108,13 @@ async def test_enqueue_process_and_monitor_on_a_cluster(
 
         # --- process -------------------------------------------------------------------
         services = await WorkerServices(settings, smtp_url=sink.url).open()
+        system = System(settings, shutdown_timeout=10)
         try:
             assert services.store is not None
             await services.store.upsert_campaign(CampaignRecord(
                 tenant_id="t1", campaign_id="news", subject="News for {{ name }}",
                 text="Dear {{ name }}", from_addr="News <news@example.com>"))
-            workers = start_workers(settings=settings, registry=services.registry())
+            workers = system.start_workers(services.registry())
             services.attach_hooks(workers)
             await asyncio.wait_for(sink.handler.wait_for_total(251), 120)
 
@@ -124,7 +125,7 @@ async def test_enqueue_process_and_monitor_on_a_cluster(
 
             final = await wait_for(all_done, timeout=60, message="every queue to finish")
         finally:
-            await stop_workers(10)
+            await system.stop()
             await services.close()
 
         # --- results -------------------------------------------------------------------
@@ -250,6 +251,7 @@ async def test_prefix_limited_acl_user_on_every_node(
             update={"redis_url": SecretStr(f"redis://nlq:pw@127.0.0.1:{cluster.ports[1]}/0")})
         async with QueueManager(settings) as manager:
             services = await WorkerServices(settings, smtp_url=sink.url).open()
+            system = System(settings, shutdown_timeout=10)
             try:
                 await manager.schedule_email_job("transactional", {
                     "campaignId": "tx", "tenantId": "t3",
@@ -258,7 +260,7 @@ async def test_prefix_limited_acl_user_on_every_node(
                 await manager.schedule_ai_job("subject-optimization", {
                     "tenantId": "t3", "type": "subject-optimization",
                     "data": {"subjects": ["Hello"]}})
-                workers = start_workers(settings=settings, registry=services.registry())
+                workers = system.start_workers(services.registry())
                 services.attach_hooks(workers)
                 await asyncio.wait_for(sink.handler.wait_for_total(5), 60)
 
@@ -269,7 +271,7 @@ async def test_prefix_limited_acl_user_on_every_node(
                 await wait_for(finished, timeout=60, message="both jobs to complete")
                 assert (await manager.health_check()).healthy
             finally:
-                await stop_workers(10)
+                await system.stop()
                 await services.close()
         for admin in admins:
             assert await admin.acl_log() == []

@@ -3,7 +3,7 @@
     python -m tests.cluster.worker_proc SETTINGS_JSON QUEUES LEDGER_DIR
 
 Opens ``WorkerServices`` (store, SMTP pool, AI provider, breakers) on the settings,
-runs ``workers.run_workers`` for the comma-separated ``QUEUES`` until SIGTERM, and
+runs ``system.run_workers`` for the comma-separated ``QUEUES`` until SIGTERM, and
 writes every execution to ``LEDGER_DIR/<pid>.log`` — outside Redis, so the test counts
 executions instead of trusting the store it checks:
 
@@ -25,7 +25,7 @@ from typing import Any
 from newsletter_queue.config import Settings
 from newsletter_queue.engine import Job, Worker
 from newsletter_queue.runner import WorkerServices
-from newsletter_queue.workers import run_workers
+from newsletter_queue.system import run_workers
 
 
 async def main(overrides: dict[str, Any], queues: list[str], ledger_dir: Path) -> None:

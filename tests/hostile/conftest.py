@@ -16,7 +16,7 @@ from newsletter_queue.manager import QueueManager
 from newsletter_queue.records import JobInfo
 from newsletter_queue.runner import WorkerServices
 from newsletter_queue.services.sink import SmtpSink
-from newsletter_queue.workers import start_workers, stop_workers
+from newsletter_queue.system import System
 from tests.helpers import wait_for
 
 # What the engine logs when a task of a worker dies, a worker stops, or a slot meets an
@@ -72,10 +72,11 @@ async def engine(settings: Settings, caplog: pytest.LogCaptureFixture
                                        "emails_per_second_per_tenant": 100_000})
     async with SmtpSink() as sink, QueueManager(fast) as manager:
         services = await WorkerServices(fast, smtp_url=sink.url).open()
+        system = System(fast, shutdown_timeout=10)
         try:
-            workers = start_workers(settings=fast, registry=services.registry())
+            workers = system.start_workers(services.registry())
             services.attach_hooks(workers)
             yield Engine(fast, manager, services, sink, workers, caplog)
         finally:
-            await stop_workers(10)
+            await system.stop()
             await services.close()

@@ -13,7 +13,7 @@ from newsletter_queue.manager import QueueManager
 from newsletter_queue.runner import WorkerServices
 from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.services.store import DeadLetterRecord
-from newsletter_queue.workers import start_workers, stop_workers
+from newsletter_queue.system import System
 from tests.helpers import wait_for
 
 
@@ -63,17 +63,17 @@ async def test_a_job_failing_for_good_becomes_a_dead_letter(
 ) -> None:
     async with SmtpSink() as sink:
         services = await WorkerServices(settings, smtp_url=sink.url).open()
+        system = System(settings, shutdown_timeout=10)
         try:
             job = await manager.schedule_email_job("send-batch", {
                 "campaignId": "never-stored", "tenantId": "t1",
                 "recipients": [{"email": "a@example.com"}]})
-            workers = start_workers(["email"], settings=settings,
-                                    registry=services.registry())
+            workers = system.start_workers(services.registry(), ["email"])
             services.attach_hooks(workers)
             letters = await wait_for(lambda: manager.list_dead_letters(queue="email"),
                                      timeout=20, message="a dead letter")
         finally:
-            await stop_workers(10)
+            await system.stop()
             await services.close()
     assert letters[0].job_id == job.id
     assert "campaign 'never-stored' of tenant 't1' has no content" in letters[0].error

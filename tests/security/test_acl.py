@@ -26,7 +26,7 @@ from newsletter_queue.monitor import QueueMonitor
 from newsletter_queue.runner import WorkerServices
 from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.services.store import CampaignRecord
-from newsletter_queue.workers import start_workers, stop_workers
+from newsletter_queue.system import System
 from tests.conftest import make_settings
 from tests.helpers import wait_for
 from tests.redisserver import PrivateRedis, private_redis
@@ -100,11 +100,12 @@ async def test_prefix_limited_user_runs_a_campaign_analytics_ai_and_the_monitor(
                              emails_per_second=100_000, emails_per_second_per_tenant=100_000)
     async with SmtpSink() as sink, QueueManager(settings) as manager:
         services = await WorkerServices(settings, smtp_url=sink.url).open()
+        system = System(settings, shutdown_timeout=10)
         try:
             assert services.store is not None
             await services.store.upsert_campaign(CampaignRecord(
                 tenant_id="t1", campaign_id="acl", subject="Hi {{ name }}", text="Hello"))
-            workers = start_workers(settings=settings, registry=services.registry())
+            workers = system.start_workers(services.registry())
             services.attach_hooks(workers)
             recipients = [{"email": f"r{i}@example.com", "name": f"R{i}"} for i in range(60)]
             await manager.schedule_batch_email_sending("acl", "t1", recipients, 20)
@@ -143,7 +144,7 @@ async def test_prefix_limited_user_runs_a_campaign_analytics_ai_and_the_monitor(
             await manager.resume_queue("ai")
             await manager.remove_recurring_analytics("t1")
         finally:
-            await stop_workers(10)
+            await system.stop()
             await services.close()
     assert await _denials(admin) == []
 

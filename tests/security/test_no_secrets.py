@@ -33,7 +33,7 @@ from newsletter_queue.manager import QueueManager
 from newsletter_queue.runner import WorkerServices
 from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.services.store import CampaignRecord
-from newsletter_queue.workers import start_workers, stop_workers
+from newsletter_queue.system import System
 from tests.conftest import make_settings
 from tests.fakeopenai import FakeOpenAI
 from tests.helpers import wait_for
@@ -121,12 +121,13 @@ async def test_no_secret_anywhere_after_a_full_run(
 
             manager = QueueManager(settings)
             services = await WorkerServices(settings).open()
+            system = System(settings, shutdown_timeout=10)
             try:
                 assert services.store is not None
                 await services.store.upsert_campaign(CampaignRecord(
                     tenant_id="t1", campaign_id="news", subject="News for {{ name }}",
                     text="Hello {{ name }}"))
-                workers = start_workers(settings=settings, registry=services.registry())
+                workers = system.start_workers(services.registry())
                 services.attach_hooks(workers)
                 recipients = [{"email": f"r{i}@example.com", "name": f"R{i}"}
                               for i in range(30)]
@@ -174,7 +175,7 @@ async def test_no_secret_anywhere_after_a_full_run(
                         assert response.status_code == 200, (path, response.text[:300])
                         leaks += _leaks(f"GET {path}", [response.text])
             finally:
-                await stop_workers(10)
+                await system.stop()
                 await services.close()
                 await manager.close()
 
@@ -185,9 +186,9 @@ async def test_no_secret_anywhere_after_a_full_run(
                     "?plaintext_auth=loopback")})
             services = await WorkerServices(wrong_smtp).open()
             manager = QueueManager(wrong_smtp)
+            system = System(wrong_smtp, shutdown_timeout=10)
             try:
-                workers = start_workers(["email"], settings=wrong_smtp,
-                                        registry=services.registry())
+                workers = system.start_workers(services.registry(), ["email"])
                 services.attach_hooks(workers)
                 job = await manager.schedule_email_job("transactional", {
                     "campaignId": "tx", "tenantId": "t1",
@@ -202,7 +203,7 @@ async def test_no_secret_anywhere_after_a_full_run(
                 assert done.return_value["bounced"] == 1  # refused: not delivered
                 assert sink.handler.counts.get("z@example.com", 0) == 0
             finally:
-                await stop_workers(10)
+                await system.stop()
                 await services.close()
                 await manager.close()
             wrong_redis = settings.model_copy(update={

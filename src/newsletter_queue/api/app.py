@@ -6,8 +6,8 @@ reachable) and ``/metrics``; the dev API (``/api/dev/...``) and the dashboard
 on. Access rules are in ``security.py``; error shapes in ``errors.py``; the request
 body cap in ``limits.py``.
 
-``serve_api`` runs the app with uvicorn on the current event loop (the CLI's ``api``
-command); ``run_system`` serves the same app beside the workers.
+``serve_api`` runs the app alone (the CLI's ``api`` command); ``run_system`` serves the
+same app beside the workers. Both go through ``System.serve``, the one uvicorn setup.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from ..config import Settings, load_settings
 from ..manager import QueueManager
+from ..system import System
 from . import dev, jobs
 from .context import ApiContext
 from .errors import error_response, install_error_handlers
@@ -143,32 +144,9 @@ def create_app(settings: Settings | None = None, *, manager: QueueManager | None
 
 async def serve_api(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
                     log_level: str = "info") -> None:
-    """Serve ``create_app(settings)`` with uvicorn until SIGINT/SIGTERM, then exit cleanly.
-
-    The signals are handled here rather than by uvicorn, which re-raises them after its
-    shutdown and so makes a graceful stop look like a crash (exit status -15).
-    """
-    import asyncio
-    import signal
-
-    import uvicorn
-
-    app = create_app(settings, host=host)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                           access_log=False))
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    loop = asyncio.get_running_loop()
-
-    def stop() -> None:
-        server.should_exit = True
-
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop)
-            installed.append(sig)
-    try:
-        await server.serve()
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+    """Serve ``create_app(settings)`` until SIGINT/SIGTERM, then exit cleanly: a
+    ``System`` with the server as its only part (it owns the signals and uvicorn)."""
+    async with System(settings) as system:
+        await system.serve(create_app(settings, host=host), host=host, port=port,
+                           log_level=log_level)
+        await system.wait()

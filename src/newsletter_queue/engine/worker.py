@@ -34,13 +34,11 @@ import os
 import re
 import socket
 import uuid
-from typing import Any, cast
+from typing import Any, Unpack, cast
 
 from ..config import Settings, load_settings, mask_url
 from ..connection import AnyRedis, check_server, create_redis, resolve_redis_url
 from ..errors import RedisUnavailableError
-from ..queues import RateLimit
-from .backoff import BackoffStrategy
 from .commands import NextJob, QueueCommands
 from .errors import UnrecoverableError
 from .events import Hook, Hooks
@@ -50,7 +48,7 @@ from .health import Health, ThrottledErrors, is_connection_error
 from .job import Job
 from .keys import QueueKeys, worker_name_prefix
 from .maintenance import LockKeeper
-from .options import WorkerOptions
+from .options import WorkerKnobs, WorkerOptions
 from .outcomes import Outcomes
 from .scheduler import SchedulerBridge
 
@@ -82,19 +80,14 @@ class Worker:
             thread pool, or a process pool with ``use_process_pool``), or a
             ``ProcessorRouter`` choosing one per job.
         settings: Redis URL and key prefix; ``load_settings()`` if omitted.
-        concurrency: jobs processed at once.
-        limiter: queue-wide rate limit (BullMQ limiter).
-        lock_duration_ms: job lock TTL; renewed every half of it.
-        stalled_interval_ms: stalled-job check period.
-        max_stalled_count: stalls allowed before the job fails.
-        use_process_pool: run plain functions in processes; they get ``job.snapshot()``.
-        metrics_max_data_points: write BullMQ metrics keeping this many minutes.
-        backoff_strategy: custom backoff (``(attempts_made, type, error, job) -> ms``).
-        name: worker name (client names, ``processedBy``); generated if omitted.
-        drain_delay_ms: longest marker wait of an idle worker.
+        options: how the worker runs (``WorkerOptions``: concurrency, limiter, locks,
+            stalls, metrics, backoff, name …); the defaults if omitted.
+        **knobs: any ``WorkerOptions`` field, over ``options``
+            (``Worker("email", fn, concurrency=5)``).
 
     Use ``await worker.run()`` (until ``close()``) or ``worker.start()``; hooks with
-    ``worker.on(event, hook)``.
+    ``worker.on(event, hook)``. A worker for a queue of the table takes
+    ``WorkerOptions.for_queue(settings.queue_config(queue))``.
     """
 
     def __init__(
@@ -103,44 +96,32 @@ class Worker:
         processor: Processor | ProcessorRouter,
         *,
         settings: Settings | None = None,
-        concurrency: int = 1,
-        limiter: RateLimit | None = None,
-        lock_duration_ms: int = 30_000,
-        stalled_interval_ms: int = 30_000,
-        max_stalled_count: int = 1,
-        use_process_pool: bool = False,
-        metrics_max_data_points: int | None = None,
-        backoff_strategy: BackoffStrategy | None = None,
-        name: str | None = None,
-        drain_delay_ms: int = 5_000,
+        options: WorkerOptions | None = None,
+        **knobs: Unpack[WorkerKnobs],
     ) -> None:
         if not queue or ":" in queue:
             raise ValueError("queue must be a non-empty name without ':'")
-        self.options = WorkerOptions(
-            concurrency=concurrency, limiter=limiter, lock_duration_ms=lock_duration_ms,
-            stalled_interval_ms=stalled_interval_ms, max_stalled_count=max_stalled_count,
-            use_process_pool=use_process_pool, metrics_max_data_points=metrics_max_data_points,
-            backoff_strategy=backoff_strategy, name=name, drain_delay_ms=drain_delay_ms)
+        self.options = (options or WorkerOptions()).with_knobs(**knobs)
         if isinstance(processor, ProcessorRouter):
             self._router: ProcessorRouter | None = processor
             self._processor: Processor | None = None
         elif callable(processor):
             self._router, self._processor = None, processor
-            if use_process_pool and is_async_callable(processor):
+            if self.options.use_process_pool and is_async_callable(processor):
                 raise TypeError("use_process_pool needs a plain (sync) top-level function")
         else:
             raise TypeError("processor must be callable or a ProcessorRouter")
         self.settings = settings or load_settings()
         self.queue = queue
         self.id = uuid.uuid4().hex
-        self.name = _NAME_RE.sub("-", name or _default_name())
+        self.name = _NAME_RE.sub("-", self.options.name or _default_name())
         self.client_name = worker_name_prefix(self.settings.key_prefix, queue) + self.name
         self.keys = QueueKeys(self.settings.key_prefix, queue)
         self.server_version: tuple[int, int, int] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._hooks = Hooks(queue)
-        self._executor = ProcessorExecutor(queue, concurrency,
-                                           use_process_pool=use_process_pool)
+        self._executor = ProcessorExecutor(queue, self.options.concurrency,
+                                           use_process_pool=self.options.use_process_pool)
         self._closing = asyncio.Event()
         self._aborting = asyncio.Event()
         self._closed = asyncio.Event()
@@ -171,15 +152,7 @@ class Worker:
         settings: Settings | None = None,
     ) -> Worker:
         """A worker configured by a ``WorkerOptions`` record."""
-        return cls(
-            queue, processor, settings=settings, concurrency=options.concurrency,
-            limiter=options.limiter, lock_duration_ms=options.lock_duration_ms,
-            stalled_interval_ms=options.stalled_interval_ms,
-            max_stalled_count=options.max_stalled_count,
-            use_process_pool=options.use_process_pool,
-            metrics_max_data_points=options.metrics_max_data_points,
-            backoff_strategy=options.backoff_strategy, name=options.name,
-            drain_delay_ms=options.drain_delay_ms)
+        return cls(queue, processor, settings=settings, options=options)
 
     def __repr__(self) -> str:
         return f"<Worker {self.queue} name={self.name} concurrency={self.options.concurrency}>"

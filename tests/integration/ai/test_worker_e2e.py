@@ -12,7 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from newsletter_queue.config import Settings
-from newsletter_queue.engine import Job, Worker
+from newsletter_queue.engine import Job, Worker, WorkerOptions
 from newsletter_queue.manager import QueueManager
 from newsletter_queue.processors.ai import build_ai_processors
 from newsletter_queue.services.ai import OpenAICompatibleProvider
@@ -43,9 +43,9 @@ async def test_rate_limited_job_completes_without_losing_an_attempt(
         if not done.done():
             done.set_exception(AssertionError(f"job failed: {error!r}"))
 
-    config = settings.queue_config("ai")  # as start_workers configures it
-    worker = Worker("ai", processor, settings=settings, concurrency=config.concurrency,
-                    limiter=config.rate_limit)
+    # Configured as System.start_workers configures it.
+    worker = Worker("ai", processor, settings=settings,
+                    options=WorkerOptions.for_queue(settings.queue_config("ai")))
     worker.on("completed", on_completed)
     worker.on("failed", on_failed)
     worker.start()

@@ -15,29 +15,34 @@ from newsletter_queue.manager import QueueManager
 from newsletter_queue.runner import WorkerServices
 from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.services.store import CampaignRecord
-from newsletter_queue.workers import start_workers, stop_workers
+from newsletter_queue.system import System
 from tests.helpers import wait_for
 
 
 @pytest.fixture
-async def services(settings: Settings, sink: SmtpSink) -> AsyncIterator[WorkerServices]:
+async def system(settings: Settings) -> AsyncIterator[System]:
     fast = settings.model_copy(update={"emails_per_second": 100_000,
                                        "emails_per_second_per_tenant": 100_000})
-    opened = await WorkerServices(fast, smtp_url=sink.url).open()
-    yield opened
-    await stop_workers(10)
-    await opened.close()
+    running = System(fast, shutdown_timeout=10)
+    yield running
+    await running.stop()
 
 
-def _start(services: WorkerServices) -> None:
-    workers = start_workers(["email", "analytics"], settings=services.settings,
-                            registry=services.registry())
+@pytest.fixture
+async def services(system: System, sink: SmtpSink) -> WorkerServices:
+    opened = await WorkerServices(system.settings, smtp_url=sink.url).open()
+    system.close_later(opened.close)  # after its workers
+    return opened
+
+
+def _start(system: System, services: WorkerServices) -> None:
+    workers = system.start_workers(services.registry(), ["email", "analytics"])
     services.attach_hooks(workers)
 
 
 @pytest.mark.timeout(600)  # about 25 s here; its waits add up to 480 s for a slow machine
 async def test_10000_recipients_each_get_one_personalised_message(
-    services: WorkerServices, manager: QueueManager, sink: SmtpSink
+    system: System, services: WorkerServices, manager: QueueManager, sink: SmtpSink
 ) -> None:
     assert services.store is not None
     await services.store.upsert_campaign(CampaignRecord(
@@ -48,7 +53,7 @@ async def test_10000_recipients_each_get_one_personalised_message(
                    "personalizations": {"n": i}} for i in range(10_000)]
     jobs = await manager.schedule_batch_email_sending("big", "t1", recipients, 100)
     assert len(jobs) == 100
-    _start(services)
+    _start(system, services)
 
     await asyncio.wait_for(sink.handler.wait_for_total(10_000), 360)
     counts = sink.handler.counts
@@ -79,7 +84,7 @@ async def test_10000_recipients_each_get_one_personalised_message(
 
 
 async def test_550_recipients_bounce_others_are_delivered(
-    services: WorkerServices, manager: QueueManager, sink: SmtpSink
+    system: System, services: WorkerServices, manager: QueueManager, sink: SmtpSink
 ) -> None:
     sink.handler.rules.reject_if = lambda address: address.startswith("gone")
     emails = [f"gone{i}@example.com" for i in range(5)] + [
@@ -88,7 +93,7 @@ async def test_550_recipients_bounce_others_are_delivered(
         "campaignId": "tx", "tenantId": "t1",
         "recipients": [{"email": e} for e in emails],
         "content": {"subject": "Receipt", "text": "Thanks"}})
-    _start(services)
+    _start(system, services)
     done = await wait_for(lambda: manager.get_jobs("email", "completed"), timeout=30,
                           message="the email job to complete")
     assert done[0].return_value["sent"] == 45
@@ -109,6 +114,7 @@ async def test_451_opens_the_circuit_then_everything_is_delivered_once(
         "queues": {**settings.queues, "email": settings.queues["email"].model_copy(
             update={"attempts": 10})}})
     services = await WorkerServices(fast, smtp_url=sink.url).open()
+    system = System(fast, shutdown_timeout=10)
     try:
         assert services.store is not None
         await services.store.upsert_campaign(CampaignRecord(
@@ -116,7 +122,7 @@ async def test_451_opens_the_circuit_then_everything_is_delivered_once(
         sink.handler.rules.temp_fail_count = 40  # the server answers 451 for a while
         recipients = [{"email": f"u{i}@example.com", "name": f"U{i}"} for i in range(200)]
         await manager.schedule_batch_email_sending("flaky", "t1", recipients, 20)
-        _start(services)
+        _start(system, services)
         # A few seconds, unless a job asks the breaker while its half-open probe is in
         # flight: that job is told to wait out the probe's TTL (30 s, CircuitBreaker's
         # default) and the whole queue pauses that long, even though the probe succeeds
@@ -131,7 +137,7 @@ async def test_451_opens_the_circuit_then_everything_is_delivered_once(
         assert len(sink.handler.counts) == 200
         assert sink.handler.refused_transient == 40
     finally:
-        await stop_workers(10)
+        await system.stop()
         await services.close()
 
 
@@ -143,13 +149,14 @@ async def test_transactional_mail_overtakes_a_running_campaign(
         "queues": {**settings.queues, "email": settings.queues["email"].model_copy(
             update={"concurrency": 1})}})
     services = await WorkerServices(one_at_a_time, smtp_url=sink.url).open()
+    system = System(one_at_a_time, shutdown_timeout=10)
     try:
         assert services.store is not None
         await services.store.upsert_campaign(CampaignRecord(
             tenant_id="t1", campaign_id="bulk", subject="S", text="Hi {{ name }}"))
         recipients = [{"email": f"bulk{i}@example.com"} for i in range(400)]
         batches = await manager.schedule_batch_email_sending("bulk", "t1", recipients, 10)
-        _start(services)
+        _start(system, services)
 
         async def campaign_running() -> bool:
             return sum(sink.handler.counts.values()) >= 20
@@ -179,5 +186,5 @@ async def test_transactional_mail_overtakes_a_running_campaign(
         # FIFO would serve every queued batch first; the priority serves none of them.
         assert started_before == []
     finally:
-        await stop_workers(10)
+        await system.stop()
         await services.close()

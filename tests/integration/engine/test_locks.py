@@ -167,13 +167,13 @@ async def test_close_timeout_moves_unfinished_jobs_back_to_wait(
 
 @pytest.fixture
 async def subprocess_worker(redis_url: str, prefix: str) -> AsyncIterator[
-        Callable[[str], subprocess.Popen[bytes]]]:
+        Callable[..., subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(mode: str) -> subprocess.Popen[bytes]:
+    def start(mode: str, *args: str) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.integration.engine.worker_proc", redis_url, prefix,
-             mode], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             mode, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         procs.append(proc)
         return proc
 
@@ -241,6 +241,48 @@ async def test_run_workers_stops_gracefully_on_sigterm(
     raw = await job_hash(redis_client, prefix, job.id, queue="email")
     assert "returnvalue" in raw, raw  # the active job finished before the process exited
     assert await redis_client.zscore(f"{prefix}:email:completed", job.id) is not None
+
+
+async def test_a_second_sigterm_does_not_cut_the_grace_period_short(
+    redis_client: aioredis.Redis, prefix: str,
+    subprocess_worker: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    """An impatient operator or an orchestrator that repeats itself: the second signal
+    only says the process is still waiting; the active job finishes, exit status 0."""
+    email = Queue("email", {"connection": redis_client, "prefix": prefix})
+    gate = f"{prefix}:test-gate"
+    job = await email.add("gated", {"gate": gate})
+    proc = subprocess_worker("run_workers", "300")
+    await wait_for(lambda: redis_client.exists(f"{prefix}:email:{job.id}:lock"), timeout=60,
+                   message="run_workers to take the job")
+    proc.send_signal(signal.SIGTERM)
+    seen = await _stderr_until(proc, "stopping 1 worker(s)")
+    proc.send_signal(signal.SIGTERM)  # while the worker waits for its active job
+    seen += await _stderr_until(proc, "received SIGTERM again; still waiting")
+    assert proc.poll() is None, seen
+    await redis_client.zadd(gate, {"open": 0})
+    code = await asyncio.to_thread(proc.wait, 60)
+    assert code == 0, seen
+    raw = await job_hash(redis_client, prefix, job.id, queue="email")
+    assert await redis_client.zscore(f"{prefix}:email:completed", job.id) is not None, raw
+
+
+async def _stderr_until(proc: subprocess.Popen[bytes], text: str) -> str:
+    """The process's stderr up to the first line containing ``text``."""
+    assert proc.stderr is not None
+    stream = proc.stderr
+    lines: list[str] = []
+
+    def read() -> str:
+        while True:
+            line = stream.readline().decode(errors="replace")
+            lines.append(line)
+            if text in line or not line:
+                return "".join(lines)
+
+    seen = await asyncio.wait_for(asyncio.to_thread(read), 60)
+    assert text in seen, seen
+    return seen
 
 
 async def _is(value: bool) -> bool:

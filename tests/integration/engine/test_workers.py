@@ -1,4 +1,5 @@
-"""workers.py: the processor registry, start_workers/stop_workers on the queue table."""
+"""workers.py's processor registry, and ``System`` starting and stopping workers on the
+queue table."""
 
 from __future__ import annotations
 
@@ -9,17 +10,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from newsletter_queue.config import Settings
-from newsletter_queue.engine import Job, UnrecoverableError
+from newsletter_queue.engine import Job, UnrecoverableError, Worker
 from newsletter_queue.errors import QueueNotFoundError
 from newsletter_queue.manager import QueueManager
 from newsletter_queue.queues import RateLimit
-from newsletter_queue.workers import (
-    ProcessorRegistry,
-    run_workers,
-    running_workers,
-    start_workers,
-    stop_workers,
-)
+from newsletter_queue.system import System, run_workers
+from newsletter_queue.workers import ProcessorRegistry
 from tests.helpers import wait_for
 from tests.integration.engine.conftest import Recorder, job_hash
 
@@ -27,9 +23,10 @@ EMAIL = {"campaignId": "c-1", "tenantId": "t-1", "recipients": [{"email": "a@exa
 
 
 @pytest.fixture
-async def stopped() -> AsyncIterator[None]:
-    yield
-    await stop_workers(timeout=2)
+async def system(settings: Settings) -> AsyncIterator[System]:
+    running = System(settings, shutdown_timeout=2)
+    yield running
+    await running.stop()
 
 
 def test_registry_registers_by_queue_and_name() -> None:
@@ -51,7 +48,7 @@ def test_registry_registers_by_queue_and_name() -> None:
 
 async def test_workers_dispatch_by_job_name_and_fail_unknown_names(
     settings: Settings, manager: QueueManager, redis_client: aioredis.Redis, prefix: str,
-    stopped: None,
+    system: System,
 ) -> None:
     registry = ProcessorRegistry()
     handled: list[str] = []
@@ -66,8 +63,8 @@ async def test_workers_dispatch_by_job_name_and_fail_unknown_names(
         handled.append(job.id)
         return "digest"
 
-    [worker] = start_workers(["email"], settings=settings, registry=registry)
-    assert running_workers() == [worker]
+    [worker] = system.start_workers(registry, ["email"])
+    assert system.workers == [worker]
     cfg = settings.queue_config("email")
     assert worker.options.concurrency == cfg.concurrency
     assert worker.options.limiter == cfg.rate_limit
@@ -87,15 +84,15 @@ async def test_workers_dispatch_by_job_name_and_fail_unknown_names(
     raw = await job_hash(redis_client, prefix, unknown.id, queue="email")
     assert raw["atm"] == "1"  # no retries for a job nobody can process
 
-    await stop_workers(timeout=2)
-    assert running_workers() == []
+    await system.stop()
+    assert system.workers == []
     assert not worker.is_running
 
 
-async def test_start_workers_rejects_unknown_queues(settings: Settings) -> None:
+async def test_start_workers_rejects_unknown_queues(system: System) -> None:
     with pytest.raises(QueueNotFoundError):
-        start_workers(["newsletters"], settings=settings, registry=ProcessorRegistry())
-    assert running_workers() == []
+        system.start_workers(ProcessorRegistry(), ["newsletters"])
+    assert system.workers == []
 
 
 async def test_run_workers_runs_until_stopped(
@@ -109,15 +106,17 @@ async def test_run_workers_runs_until_stopped(
         done.set()
 
     stop = asyncio.Event()
+    started: list[Worker] = []
     runner = asyncio.ensure_future(run_workers(settings, ["analytics"], registry=registry,
-                                               shutdown_timeout=2, stop=stop))
+                                               shutdown_timeout=2, stop=stop,
+                                               on_start=started.extend))
     await manager.schedule_analytics_job("campaign-complete", {
         "campaignId": "c-9", "tenantId": "t-1", "eventType": "campaign-complete"})
     await asyncio.wait_for(done.wait(), 30)
-    assert [w.queue for w in running_workers()] == ["analytics"]
+    assert [w.queue for w in started if w.is_running] == ["analytics"]
     stop.set()
     await asyncio.wait_for(runner, 30)
-    assert running_workers() == []
+    assert [w for w in started if w.is_running] == []
     await wait_for(lambda: _true(runner.done()), timeout=30, message="run_workers to return")
 
 
