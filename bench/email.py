@@ -34,8 +34,8 @@ import uuid
 
 from newsletter_queue import QueueManager, load_settings
 from newsletter_queue.connection import delete_prefix
-from newsletter_queue.runner import WorkerServices
-from newsletter_queue.services.ledger import CampaignLedger
+from newsletter_queue.launch import WorkerServices
+from newsletter_queue.services.send_ledger import CampaignLedger
 from newsletter_queue.services.store import CampaignRecord
 from newsletter_queue.system import System
 

@@ -76,8 +76,8 @@ def _log(message: str) -> None:
 
 
 def _load_node_harness() -> ModuleType:
-    """Import ``tests/nodeharness.py`` by path: bench/ is not a package on sys.path."""
-    path = Path(__file__).resolve().parent.parent / "tests" / "nodeharness.py"
+    """Import ``tests/support/nodeharness.py`` by path: bench/ is not a package on sys.path."""
+    path = Path(__file__).resolve().parent.parent / "tests" / "support" / "nodeharness.py"
     spec = importlib.util.spec_from_file_location("nlq_nodeharness", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot load the Node harness from {path}")

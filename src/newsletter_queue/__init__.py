@@ -3,6 +3,19 @@
 Campaign email over SMTP, analytics aggregation and AI content jobs on Redis, stored in
 BullMQ's data model so Node BullMQ producers, workers and dashboards interoperate.
 
+The public API has two halves and a monitor:
+
+- **producing and administering** — ``QueueManager`` (and the lazily created
+  ``queue_manager``), ``QueueAdmin``, the job models, ``JobOptions``, the snapshots they
+  return, ``Settings``;
+- **processing** — ``Worker``, ``Job``, ``WorkerOptions``, ``ProcessorRegistry``,
+  ``System``/``run_workers``, and the signals a processor raises (``RateLimited``,
+  ``DelayedError``, ``UnrecoverableError``);
+- **watching** — ``QueueMonitor`` (``queue_monitor``) and its report types.
+
+Every error derives from ``NewsletterQueueError``. Dev tools live in their own namespace,
+``newsletter_queue.dev``.
+
 ``queue_manager`` is created from the environment on first access::
 
     from newsletter_queue import queue_manager
@@ -14,10 +27,24 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .admin import QueueAdmin
 from .config import Settings, load_settings
-from .devtools import DevTools, PerformanceResult, dev_helpers
+from .engine import (
+    DelayedError,
+    Job,
+    JobControl,
+    JobLockLostError,
+    RateLimited,
+    UnrecoverableError,
+    Worker,
+    WorkerOptions,
+)
 from .errors import (
+    AdminConflictError,
     ConfigurationError,
+    DeadLetterNotFoundError,
+    DeadLetterReplayedError,
+    DeliveryError,
     EmbeddedServerError,
     EvictionPolicyError,
     FieldError,
@@ -50,10 +77,11 @@ from .monitor import (
     QueueMonitor,
 )
 from .queues import QUEUE_DEFAULTS, QueueConfig, QueueName
-from .records import EnqueuedJob, HealthCheck, JobInfo, QueueStats
+from .registry import ProcessorRegistry
+from .snapshots import EnqueuedJob, HealthCheck, JobInfo, QueueStats
+from .system import System, run_workers
 
 if TYPE_CHECKING:
-    from .devtools import queue_dev_tools
     from .monitor import queue_monitor
 
     queue_manager: QueueManager
@@ -63,9 +91,13 @@ __version__ = "0.1.0"
 __all__ = [
     "QUEUE_DEFAULTS",
     "AIJobData",
+    "AdminConflictError",
     "AnalyticsJobData",
     "ConfigurationError",
-    "DevTools",
+    "DeadLetterNotFoundError",
+    "DeadLetterReplayedError",
+    "DelayedError",
+    "DeliveryError",
     "EmailContent",
     "EmailJobData",
     "EmbeddedServerError",
@@ -74,7 +106,10 @@ __all__ = [
     "EvictionPolicyError",
     "FieldError",
     "HealthCheck",
+    "Job",
+    "JobControl",
     "JobInfo",
+    "JobLockLostError",
     "JobNotFoundError",
     "JobOptions",
     "JobValidationError",
@@ -83,7 +118,8 @@ __all__ = [
     "MonitorThresholds",
     "NewsletterQueueError",
     "OverloadedError",
-    "PerformanceResult",
+    "ProcessorRegistry",
+    "QueueAdmin",
     "QueueConfig",
     "QueueHealth",
     "QueueManager",
@@ -92,19 +128,23 @@ __all__ = [
     "QueueName",
     "QueueNotFoundError",
     "QueueStats",
+    "RateLimited",
     "Recipient",
     "RedisOutOfMemoryError",
     "RedisServerError",
     "RedisUnavailableError",
     "RedisVersionError",
     "Settings",
+    "System",
     "TrackingEvent",
+    "UnrecoverableError",
+    "Worker",
+    "WorkerOptions",
     "__version__",
-    "dev_helpers",
     "load_settings",
-    "queue_dev_tools",
     "queue_manager",
     "queue_monitor",
+    "run_workers",
 ]
 
 _lazy: dict[str, Any] = {}
@@ -116,8 +156,6 @@ def __getattr__(name: str) -> Any:
         if "queue_manager" not in _lazy:
             _lazy["queue_manager"] = QueueManager(load_settings())
         return _lazy["queue_manager"]
-    if name in ("queue_monitor", "queue_dev_tools"):
-        module = importlib.import_module(
-            ".monitor" if name == "queue_monitor" else ".devtools", __name__)
-        return getattr(module, name)
+    if name == "queue_monitor":
+        return importlib.import_module(".monitor", __name__).queue_monitor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,9 +34,9 @@ from .errors import (
     JobValidationError,
 )
 from .keyspace import BREAKERS, devmail_key, emails_counter_key
-from .records import EnqueuedJob, HealthCheck, JobInfo, QueueStats
 from .services.circuit import CircuitBreaker
 from .services.store import DeadLetterRecord, Store
+from .snapshots import EnqueuedJob, HealthCheck, JobInfo, QueueStats
 
 # BullMQ's clean script hands both to Redis commands as integers, through Lua's
 # doubles: past these a number reaches Redis in exponent form and the script fails.

@@ -41,8 +41,8 @@ from .errors import (
     RedisUnavailableError,
 )
 from .job_options import JobOptions, to_bullmq_options
-from .records import EnqueuedJob
 from .services.store import Store
+from .snapshots import EnqueuedJob
 
 
 class QueueBackend:

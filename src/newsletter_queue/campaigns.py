@@ -54,7 +54,7 @@ from .queues import ANALYTICS_CAMPAIGN_COMPLETE, EMAIL_SEND_BATCH
 
 if TYPE_CHECKING:
     from .manager import QueueManager
-    from .records import EnqueuedJob
+    from .snapshots import EnqueuedJob
 
 log = logging.getLogger(__name__)
 

@@ -24,12 +24,12 @@ from rich.table import Table
 
 from .admin import QueueAdmin
 from .config import Settings, load_settings
-from .devtools import DevTools, render_report
+from .dev import DevTools, render_report
 from .engine.states import OVERVIEW_STATES, JobState
 from .errors import NewsletterQueueError
 from .manager import QueueManager
 from .monitor import QueueMonitor
-from .records import QueueStats
+from .snapshots import QueueStats
 
 app = typer.Typer(
     name="newsletter-queue",
@@ -343,7 +343,7 @@ def up(
 ) -> None:
     """Run everything in one process: Redis (embedded if needed), the dev SMTP sink,
     the database, all workers, the API and the dashboard — until Ctrl-C or SIGTERM."""
-    runner = importlib.import_module("newsletter_queue.runner")
+    runner = importlib.import_module("newsletter_queue.launch")
     settings = _settings()
     _check_bind(settings, host)
     _run(lambda: runner.run_system(settings, host=host, port=port, demo=demo))
@@ -366,7 +366,7 @@ def worker(
             raise typer.Exit(1) from None
     if concurrency is not None:
         settings = with_concurrency(settings, names, concurrency)
-    runner = importlib.import_module("newsletter_queue.runner")
+    runner = importlib.import_module("newsletter_queue.launch")
     _run(lambda: runner.run_worker_process(settings, names))
 
 

@@ -32,7 +32,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigurationError
-from .monitoring_records import MonitorThresholds
+from .monitor_report import MonitorThresholds
 from .queues import DEFAULT_KEY_PREFIX, QUEUE_DEFAULTS, QueueConfig
 
 APP_NAME = "newsletter-queue"

@@ -228,13 +228,14 @@ class ServerInfo:
     used_memory: int
 
 
-def _parse_version(text: str) -> tuple[int, ...]:
+def parse_version(text: str) -> tuple[int, int, int]:
+    """``"7.2.4"`` → ``(7, 2, 4)``; missing parts are 0, suffixes (``-rc1``) ignored."""
     parts: list[int] = []
     for piece in text.split(".")[:3]:
         digits = "".join(ch for ch in piece.split("-")[0] if ch.isdigit())
         parts.append(int(digits or 0))
     parts += [0] * (3 - len(parts))
-    return tuple(parts)
+    return (parts[0], parts[1], parts[2])
 
 
 async def check_server(client: AnyRedis, settings: Settings, url: str) -> ServerInfo:
@@ -256,7 +257,7 @@ async def check_server(client: AnyRedis, settings: Settings, url: str) -> Server
     server = "valkey" if "valkey_version" in info else "redis"
     version = str(info.get("valkey_version") or info.get("redis_version") or "0")
     compat_version = str(info.get("redis_version") or version)
-    if _parse_version(compat_version) < MIN_REDIS_VERSION:
+    if parse_version(compat_version) < MIN_REDIS_VERSION:
         raise RedisVersionError(masked, version, ".".join(map(str, MIN_REDIS_VERSION)))
     policy = str(info.get("maxmemory_policy", "noeviction"))
     if policy != "noeviction":
@@ -358,9 +359,3 @@ def _has_password(url: str) -> bool:
         return bool(urlsplit(url).password)
     except ValueError:
         return False
-
-
-def unavailable(settings: Settings, exc: BaseException, url: str | None = None) -> Exception:
-    """Wrap a redis-py connection error as ``RedisUnavailableError`` (masked URL)."""
-    target = url or (settings.redis_url.get_secret_value() if settings.redis_url else "?")
-    return RedisUnavailableError(mask_url(target), _describe(exc, target))

@@ -46,8 +46,8 @@ from .queues import (
     EMAIL_SEND_BATCH,
     QueueName,
 )
-from .records import EnqueuedJob, HealthCheck, JobInfo, QueueStats
 from .services.store import DeadLetterRecord, EventRecord
+from .snapshots import EnqueuedJob, HealthCheck, JobInfo, QueueStats
 
 __all__ = ["MAX_PRIORITY", "JobOptions", "QueueManager", "to_bullmq_options"]
 

@@ -16,7 +16,7 @@ separate processes, and all of them must see the same picture. The sources:
 - workers connected: ``CLIENT LIST``, matching the client names BullMQ workers use
   (``{prefix}:{base64(queue)}:w:{name}``), as Node's ``Queue.getWorkers`` does.
 
-Report types and thresholds live in ``monitoring_records``; this module reads Redis.
+Report types and thresholds live in ``monitor_report``; this module reads Redis.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from .engine.metrics import Metrics, get_metrics
 from .errors import QueueNotFoundError, RedisServerError
 from .keyspace import durations_key, histogram_key, monitor_errors_key
 from .manager import QueueManager
-from .monitoring_records import (
+from .monitor_report import (
     DURATIONS_KEEP,
     ERRORS_KEEP,
     HISTOGRAM_BUCKETS_S,
@@ -73,12 +73,6 @@ __all__ = [
 MINUTES = 60
 _PRIORITIZED_SAMPLE = 100
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.I)
-
-
-def thresholds_from(settings: Settings) -> MonitorThresholds:
-    """``settings.monitor`` once Settings embeds it; the defaults until then."""
-    value = getattr(settings, "monitor", None)
-    return value if isinstance(value, MonitorThresholds) else MonitorThresholds()
 
 
 def redis_down(exc: BaseException) -> bool:
@@ -154,7 +148,7 @@ class QueueMonitor:
         self.settings = settings or (manager.settings if manager else load_settings())
         self._owns_manager = manager is None
         self.manager = manager or QueueManager(self.settings)
-        self.thresholds = thresholds or thresholds_from(self.settings)
+        self.thresholds = thresholds or self.settings.monitor
 
     async def __aenter__(self) -> QueueMonitor:
         return self

@@ -35,7 +35,7 @@ from typing import Any
 
 from .config import Settings, load_settings
 from .engine import Worker, WorkerOptions
-from .workers import ProcessorRegistry, default_registry
+from .registry import ProcessorRegistry, default_registry
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ from newsletter_queue.config import Settings
 from newsletter_queue.manager import QueueManager
 from newsletter_queue.services.store import DeadLetterRecord, Store
 from tests.browser.test_dashboard import CHROMIUM, LAUNCH_ARGS, _fail_a_job
-from tests.helpers import wait_for
-from tests.liveapi import live_app
+from tests.support.helpers import wait_for
+from tests.support.liveapi import live_app
 
 pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at "

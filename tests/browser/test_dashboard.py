@@ -27,7 +27,7 @@ from newsletter_queue.manager import QueueManager
 from newsletter_queue.monitor import MonitorRecorder
 from newsletter_queue.services.sink import SmtpSink
 from tests.conftest import make_settings
-from tests.helpers import wait_for
+from tests.support.helpers import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",

@@ -14,7 +14,7 @@ import pytest
 from newsletter_queue.api import create_app
 from newsletter_queue.config import Settings
 from tests.browser.test_dashboard import CHROMIUM, LAUNCH_ARGS
-from tests.liveapi import live_app
+from tests.support.liveapi import live_app
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -35,9 +35,8 @@ from newsletter_queue.config import Settings
 from newsletter_queue.embedded import _free_port
 from newsletter_queue.errors import NewsletterQueueError
 from newsletter_queue.manager import QueueManager
-from newsletter_queue.services.ledger import CampaignLedger
+from newsletter_queue.services.send_ledger import CampaignLedger
 from newsletter_queue.services.store import CampaignRecord, Store
-from tests.chaos.ledger import LedgerView, read_ledger
 from tests.chaos.processes import (
     QUEUES,
     ApiProcess,
@@ -48,6 +47,7 @@ from tests.chaos.processes import (
     WorkerProcess,
 )
 from tests.chaos.worker_entry import CHAOS_JOB, CHAOS_QUEUE
+from tests.support.execution_log import LedgerView, read_ledger
 
 PREFIX = "chaos"
 TENANT = "t1"

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from newsletter_queue.errors import EvictionPolicyError, NewsletterQueueError
 from newsletter_queue.manager import QueueManager
-from newsletter_queue.services.ledger import CampaignLedger
+from newsletter_queue.services.send_ledger import CampaignLedger
 from tests.chaos.harness import (
     PREFIX,
     TENANT,

@@ -27,9 +27,9 @@ from tests.chaos.harness import (
     WorkerConfig,
     account,
 )
-from tests.chaos.ledger import Execution, LedgerView
 from tests.chaos.processes import wait_until
 from tests.chaos.worker_entry import CHAOS_QUEUE
+from tests.support.execution_log import Execution, LedgerView
 
 STALLED_LIMIT_REASON = "job stalled more than allowable limit"
 

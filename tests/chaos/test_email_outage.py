@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from newsletter_queue.processors.email import EmailProcessor
-from newsletter_queue.services.ledger import CampaignLedger
+from newsletter_queue.services.send_ledger import CampaignLedger
 from newsletter_queue.services.smtp import SmtpPool
 from tests.chaos.harness import PREFIX, TENANT, Stage
 from tests.chaos.redis_scenarios import AOF_ARGS

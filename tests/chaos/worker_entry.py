@@ -2,14 +2,14 @@
 
     python -m tests.chaos.worker_entry --ledger DIR [--queues email,analytics]
 
-Runs ``newsletter_queue.runner.run_worker_process`` — the real worker process with every
+Runs ``newsletter_queue.launch.run_worker_process`` — the real worker process with every
 processor, the dead-letter and campaign hooks, SIGTERM handling — configured from the
 environment (``REDIS_URL``, ``SMTP_URL``, ``NLQ_*``), with two additions made by
 wrapping ``WorkerServices`` before it runs:
 
 - every processor (the real email/analytics/AI ones and the ``chaos-job`` test
   processor on the analytics queue, which sleeps ``data.ms`` milliseconds) writes a
-  ``start`` and an ``end`` record per execution to the ledger (``tests.chaos.ledger``);
+  ``start`` and an ``end`` record per execution to the ledger (``tests.support.execution_log``);
 - the workers' ``completed``, ``failed`` and ``stalled`` hooks write ``done``,
   ``failed`` and ``stalled`` records.
 """
@@ -28,9 +28,9 @@ from typing import Any
 from newsletter_queue.config import Settings
 from newsletter_queue.engine import Job, Worker
 from newsletter_queue.engine.executors import is_async_callable
-from newsletter_queue.runner import WorkerServices, run_worker_process
-from newsletter_queue.workers import ProcessorRegistry
-from tests.chaos.ledger import LedgerWriter
+from newsletter_queue.launch import WorkerServices, run_worker_process
+from newsletter_queue.registry import ProcessorRegistry
+from tests.support.execution_log import LedgerWriter
 
 CHAOS_QUEUE = "analytics"
 CHAOS_JOB = "chaos-job"

@@ -24,15 +24,16 @@ from redis.asyncio.cluster import RedisCluster
 
 from newsletter_queue.config import Settings
 from newsletter_queue.connection import connect, create_redis
+from newsletter_queue.launch import WorkerServices
 from newsletter_queue.manager import QueueManager
-from newsletter_queue.runner import WorkerServices
 from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.services.store import CampaignRecord, Store
 from newsletter_queue.system import System
 from tests.cluster.redcluster import LocalCluster
 from tests.conftest import make_settings
-from tests.helpers import wait_for
 from tests.security.acl import CLUSTER_COMMANDS, acl_rules
+from tests.support.execution_log import read_records
+from tests.support.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 FAST_MAIL = {"emails_per_second": 100_000, "emails_per_second_per_tenant": 100_000}
@@ -179,16 +180,15 @@ async def test_four_worker_processes_on_two_queues_run_every_job_once(
                  "smtp_url": sink.url, **FAST_MAIL}
     procs = [_spawn_worker(overrides, "email,ai", ledger_dir) for _ in range(4)]
     try:
-        def ledger() -> list[list[str]]:
-            return [line.split() for path in ledger_dir.glob("*.log")
-                    for line in path.read_text().splitlines()]
+        def ledger() -> list[dict[str, Any]]:
+            return read_records(ledger_dir)[0]
 
         async def all_ready() -> bool:
             for proc in procs:
                 if proc.poll() is not None:
                     assert proc.stderr is not None
                     pytest.fail(f"a worker process exited: {proc.stderr.read().decode()}")
-            return sum(1 for row in ledger() if row[0] == "ready") == 4
+            return sum(1 for row in ledger() if row["e"] == "ready") == 4
 
         await wait_for(all_ready, timeout=60, message="4 worker processes to start")
         async with QueueManager(settings) as manager:
@@ -222,13 +222,13 @@ async def test_four_worker_processes_on_two_queues_run_every_job_once(
     assert codes == [0, 0, 0, 0], errors
 
     rows = ledger()
-    active = collections.Counter((r[1], r[2]) for r in rows if r[0] == "active")
-    completed = collections.Counter((r[1], r[2]) for r in rows if r[0] == "completed")
+    active = collections.Counter((r["q"], r["j"]) for r in rows if r["e"] == "start")
+    completed = collections.Counter((r["q"], r["j"]) for r in rows if r["e"] == "done")
     expected = {("email", j.id) for j in email_jobs} | {("ai", j.id) for j in ai_jobs}
     assert set(active) == set(completed) == expected
     assert set(active.values()) == {1}  # every job executed exactly once …
     assert set(completed.values()) == {1}  # … and completed once
-    pids = {r[4] for r in rows if r[0] == "active"}
+    pids = {r["p"] for r in rows if r["e"] == "start"}
     assert len(pids) >= 2, "the jobs were not shared between the processes"
     assert sink.handler.duplicates() == 0
     assert len(sink.handler.counts) == 600

@@ -23,7 +23,7 @@ from newsletter_queue.errors import RedisUnavailableError
 from newsletter_queue.manager import QueueManager
 from tests.cluster.redcluster import LocalCluster
 from tests.conftest import make_settings
-from tests.helpers import wait_for
+from tests.support.helpers import wait_for
 
 EMAIL = {"campaignId": "c-1", "tenantId": "t-1", "recipients": [{"email": "a@example.com"}]}
 

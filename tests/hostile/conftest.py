@@ -12,12 +12,12 @@ import pytest
 
 from newsletter_queue.config import Settings
 from newsletter_queue.engine import Worker
+from newsletter_queue.launch import WorkerServices
 from newsletter_queue.manager import QueueManager
-from newsletter_queue.records import JobInfo
-from newsletter_queue.runner import WorkerServices
 from newsletter_queue.services.sink import SmtpSink
+from newsletter_queue.snapshots import JobInfo
 from newsletter_queue.system import System
-from tests.helpers import wait_for
+from tests.support.helpers import wait_for
 
 # What the engine logs when a task of a worker dies, a worker stops, or a slot meets an
 # exception it did not expect: a "crash", for these tests.

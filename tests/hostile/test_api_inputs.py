@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from newsletter_queue.config import Settings
-from tests.liveapi import live_api
+from tests.support.liveapi import live_api
 
 EMAIL = {"campaignId": "c-1", "tenantId": "t-1", "recipients": [{"email": "a@example.com"}]}
 AI = {"tenantId": "t-1", "type": "subject-optimization", "data": {"subjects": ["Hi"]}}

@@ -18,7 +18,7 @@ from schemathesis.checks import not_a_server_error
 
 from newsletter_queue.api import create_app
 from newsletter_queue.config import Settings
-from tests.liveapi import live_api
+from tests.support.liveapi import live_api
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -16,8 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from newsletter_queue.manager import QueueManager
-from tests.helpers import wait_for
 from tests.hostile.conftest import Engine
+from tests.support.helpers import wait_for
 
 VALID: dict[str, tuple[str, dict[str, Any]]] = {
     "email": ("send-batch", {"campaignId": "c-1", "tenantId": "t-1",

@@ -16,7 +16,7 @@ import pytest
 from newsletter_queue.admin import QueueAdmin
 from newsletter_queue.api import create_app
 from newsletter_queue.config import Settings
-from newsletter_queue.devtools import DevTools
+from newsletter_queue.dev import DevTools
 from newsletter_queue.engine.states import JOB_STATES, OVERVIEW_STATES
 from newsletter_queue.errors import (
     AdminConflictError,

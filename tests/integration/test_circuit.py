@@ -7,7 +7,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from newsletter_queue.services.circuit import CircuitBreaker
-from tests.helpers import wait_for
+from tests.support.helpers import wait_for
 
 # Long enough that the checks of the open state run inside it even on a slow, busy
 # machine (the test waits it out once).

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from newsletter_queue.connection import _parse_version, connect, create_redis, delete_prefix
+from newsletter_queue.connection import parse_version, connect, create_redis, delete_prefix
 from newsletter_queue.errors import EvictionPolicyError, RedisUnavailableError
 from tests.conftest import make_settings
-from tests.redisserver import private_redis
+from tests.support.redisserver import private_redis
 
 
 def _closed_port() -> int:
@@ -107,10 +107,10 @@ async def test_server_check_accepts_the_running_server(redis_url: str) -> None:
 
 
 def test_version_parsing() -> None:
-    assert _parse_version("7.0.15") == (7, 0, 15)
-    assert _parse_version("6.2") == (6, 2, 0)
-    assert _parse_version("8.1.8-rc1") == (8, 1, 8)
-    assert _parse_version("6.0.20") < (6, 2, 0)
+    assert parse_version("7.0.15") == (7, 0, 15)
+    assert parse_version("6.2") == (6, 2, 0)
+    assert parse_version("8.1.8-rc1") == (8, 1, 8)
+    assert parse_version("6.0.20") < (6, 2, 0)
 
 
 async def test_eviction_policy_warns_or_refuses_in_strict_mode(tmp_path: Path) -> None:

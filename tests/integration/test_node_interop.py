@@ -2,7 +2,7 @@
 
 DESIGN.md promises that jobs interoperate with Node BullMQ producers, workers and
 dashboards; these tests hold us to it with the real Node package (pinned in
-``tests/node/package.json``), driven through ``tests/nodeharness.py``:
+``tests/node/package.json``), driven through ``tests/support/nodeharness.py``:
 
 - a Node producer's email job (the seed's camelCase JSON) validates unchanged here;
 - jobs ``QueueManager`` adds are read back by Node (``Queue.getJob``/``Job.fromId``) and
@@ -34,8 +34,8 @@ from newsletter_queue.config import Settings
 from newsletter_queue.errors import JobValidationError
 from newsletter_queue.jobs import EmailJobData, validate_job
 from newsletter_queue.manager import QueueManager
-from tests.helpers import wait_for
-from tests.nodeharness import arun_node, ensure_node_modules, node_available
+from tests.support.helpers import wait_for
+from tests.support.nodeharness import arun_node, ensure_node_modules, node_available
 
 EMAIL = "email"
 

@@ -17,8 +17,8 @@ from newsletter_queue import (
     QueueNotFoundError,
     Recipient,
 )
-from tests.bullhelpers import complete_next, fail_next, take_next
 from tests.conftest import make_settings
+from tests.support.bullhelpers import complete_next, fail_next, take_next
 
 
 def email(campaign: str = "campaign-123", *emails: str) -> dict[str, Any]:

@@ -9,12 +9,12 @@ import pytest
 
 from newsletter_queue.config import Settings
 from newsletter_queue.errors import JobNotFoundError, JobValidationError
+from newsletter_queue.launch import WorkerServices
 from newsletter_queue.manager import QueueManager
-from newsletter_queue.runner import WorkerServices
 from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.services.store import DeadLetterRecord
 from newsletter_queue.system import System
-from tests.helpers import wait_for
+from tests.support.helpers import wait_for
 
 
 async def test_record_events_in_one_batch(manager: QueueManager) -> None:

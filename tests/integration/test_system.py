@@ -13,8 +13,8 @@ from fastapi import FastAPI
 from newsletter_queue.config import Settings
 from newsletter_queue.engine import Job
 from newsletter_queue.manager import QueueManager
+from newsletter_queue.registry import ProcessorRegistry
 from newsletter_queue.system import System
-from newsletter_queue.workers import ProcessorRegistry
 
 
 def _free_port() -> int:

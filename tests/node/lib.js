@@ -10,7 +10,7 @@
  * redirect a script elsewhere.
  *
  * `bullmq` is loaded from NLQ_NODE_MODULES (the directory holding the node_modules that
- * tests/nodeharness.py installed from package-lock.json) and falls back to this
+ * tests/support/nodeharness.py installed from package-lock.json) and falls back to this
  * directory, so `npm ci` run by hand in tests/node works too.
  */
 

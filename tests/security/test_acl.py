@@ -21,15 +21,13 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from newsletter_queue.launch import WorkerServices
 from newsletter_queue.manager import QueueManager
 from newsletter_queue.monitor import QueueMonitor
-from newsletter_queue.runner import WorkerServices
 from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.services.store import CampaignRecord
 from newsletter_queue.system import System
 from tests.conftest import make_settings
-from tests.helpers import wait_for
-from tests.redisserver import PrivateRedis, private_redis
 from tests.security.acl import (
     ACL_COMMANDS,
     TEST_ONLY_COMMANDS,
@@ -38,6 +36,8 @@ from tests.security.acl import (
     setuser_line,
     unknown_variable_calls,
 )
+from tests.support.helpers import wait_for
+from tests.support.redisserver import PrivateRedis, private_redis
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_PW = "admin-" + uuid.uuid4().hex

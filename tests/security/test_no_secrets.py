@@ -29,15 +29,15 @@ from pydantic import SecretStr
 
 from newsletter_queue.api import create_app
 from newsletter_queue.errors import RedisUnavailableError
+from newsletter_queue.launch import WorkerServices
 from newsletter_queue.manager import QueueManager
-from newsletter_queue.runner import WorkerServices
 from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.services.store import CampaignRecord
 from newsletter_queue.system import System
 from tests.conftest import make_settings
-from tests.fakeopenai import FakeOpenAI
-from tests.helpers import wait_for
-from tests.redisserver import private_redis
+from tests.support.fakeopenai import FakeOpenAI
+from tests.support.helpers import wait_for
+from tests.support.redisserver import private_redis
 
 REDIS_PW = "redisPw-" + uuid.uuid4().hex[:12]
 SMTP_PW = "smtpPw-" + uuid.uuid4().hex[:12]

@@ -18,9 +18,9 @@ from newsletter_queue.engine import Worker
 from newsletter_queue.errors import RedisUnavailableError
 from newsletter_queue.manager import QueueManager
 from tests.conftest import make_settings
-from tests.helpers import wait_for
-from tests.redisserver import private_redis
 from tests.security.acl import acl_rules
+from tests.support.helpers import wait_for
+from tests.support.redisserver import private_redis
 
 PASSWORD = "redis-Pw-7q2LxV9"
 WRONG = "not-the-Pw-4kD81"

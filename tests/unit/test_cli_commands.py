@@ -105,7 +105,7 @@ def test_perf_export_and_monitor_snapshot(env: dict[str, str], tmp_path: Path) -
 
 def test_up_calls_run_system_with_its_options(env: dict[str, str],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    import newsletter_queue.runner as runner_module
+    import newsletter_queue.launch as runner_module
 
     seen: dict[str, Any] = {}
 
@@ -123,7 +123,7 @@ def test_up_calls_run_system_with_its_options(env: dict[str, str],
 def test_worker_validates_queues_and_sets_concurrency(env: dict[str, str],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     assert "unknown queue 'sms'" in nlq(env, "worker", "--queues", "email,sms", code=1)
-    import newsletter_queue.runner as runner_module
+    import newsletter_queue.launch as runner_module
 
     seen: dict[str, Any] = {}
 

@@ -29,3 +29,27 @@ def test_exceptions_share_one_root() -> None:
         if isinstance(obj, type) and issubclass(obj, Exception):
             error = issubclass(obj, newsletter_queue.NewsletterQueueError)
             assert error != issubclass(obj, JobControl), name  # exactly one of the two
+
+
+PRODUCER_HALF = {"QueueManager", "QueueAdmin", "JobOptions", "EmailJobData", "AnalyticsJobData",
+                 "AIJobData", "Recipient", "TrackingEvent", "EnqueuedJob", "JobInfo",
+                 "QueueStats", "HealthCheck", "Settings", "load_settings", "queue_manager"}
+WORKER_HALF = {"Worker", "Job", "WorkerOptions", "ProcessorRegistry", "System", "run_workers",
+               "UnrecoverableError", "RateLimited", "DelayedError", "JobControl"}
+DEV_TOOLS = {"DevTools", "PerformanceResult", "dev_helpers", "queue_dev_tools"}
+
+
+def test_the_producer_and_the_worker_half_are_exported() -> None:
+    assert set(newsletter_queue.__all__) >= PRODUCER_HALF
+    assert set(newsletter_queue.__all__) >= WORKER_HALF
+    assert newsletter_queue.Worker is newsletter_queue.engine.Worker
+    assert newsletter_queue.ProcessorRegistry is newsletter_queue.registry.ProcessorRegistry
+
+
+def test_dev_tools_live_in_their_own_namespace() -> None:
+    import newsletter_queue.dev as dev
+
+    assert not DEV_TOOLS & set(newsletter_queue.__all__)
+    for name in DEV_TOOLS:
+        assert not hasattr(newsletter_queue, name), name
+        assert getattr(dev, name) is not None, name

@@ -20,10 +20,10 @@ from newsletter_queue.engine.states import (
     OVERVIEW_STATES,
     JobState,
 )
-from newsletter_queue.records import JobInfo, QueueStats
 from newsletter_queue.services.circuit import CircuitBreaker
-from newsletter_queue.services.ledger import CampaignLedger
 from newsletter_queue.services.ratelimit import SendRateLimiter
+from newsletter_queue.services.send_ledger import CampaignLedger
+from newsletter_queue.snapshots import JobInfo, QueueStats
 
 STATIC = Path(__file__).parents[2] / "src" / "newsletter_queue" / "api" / "static"
 

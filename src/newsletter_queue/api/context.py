@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..admin import QueueAdmin
 from ..config import Settings
 from ..connection import finished_within
-from ..devtools import DevTools
+from ..dev import DevTools
 from ..errors import RedisUnavailableError
 from ..manager import QueueManager
 from ..monitor import QueueMonitor

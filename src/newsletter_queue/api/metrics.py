@@ -31,7 +31,7 @@ from ..connection import finished_within
 from ..engine.metrics import get_metrics
 from ..engine.states import JobState
 from ..keyspace import histogram_key
-from ..monitoring_records import HISTOGRAM_BUCKETS_S
+from ..monitor_report import HISTOGRAM_BUCKETS_S
 from .context import REDIS_DEADLINE_S, ApiContext
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ Processor: TypeAlias = "Callable[[Job], Any]"
 
 @runtime_checkable
 class ProcessorRouter(Protocol):
-    """Picks the processor of each job (e.g. by job name); see ``workers.py``."""
+    """Picks the processor of each job (e.g. by job name); see ``registry.py``."""
 
     def resolve(self, job: Job) -> Callable[..., Any]:
         """Return the processor for ``job``; raise ``UnrecoverableError`` if none."""

@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ..errors import JobNotFoundError
 from .jobhash import parse_job_hash
 
 if TYPE_CHECKING:
+    from ..connection import AnyRedis
     from .worker import Worker
 
 T = TypeVar("T")
@@ -214,3 +215,43 @@ class Job:
         future = asyncio.run_coroutine_threadsafe(coro, loop)
         return _Done(future.result(_THREAD_CALL_TIMEOUT_S))
 
+
+MALFORMED = "malformed job hash"
+
+
+def job_from_fetch(worker: Worker, job_id: Any, raw: list[Any] | None, token: str) -> Job:
+    """The ``Job`` for a hash ``moveToActive`` returned as a flat field/value list.
+
+    A hash another producer wrote badly (undecodable or absurdly nested JSON, opts that
+    are not an object, text where numbers belong) becomes a job that fails at once from
+    its id and name alone — never dropped, never left to cycle.
+    """
+    it = iter(raw or [])
+    fields = dict(zip(it, it, strict=True))
+    job_id = str(job_id)
+    try:
+        return Job(worker, job_id, fields, token)
+    except Exception as exc:  # includes RecursionError
+        broken = Job(worker, job_id, {"name": str(fields.get("name", "")), "data": "null",
+                                      "opts": "{}", "progress": "0"}, token)
+        reason = str(exc)[:200] or type(exc).__name__
+        broken.deferred_failure = (
+            f"job data or options are not valid JSON: {reason}"
+            if isinstance(exc, json.JSONDecodeError) else
+            f"{MALFORMED} (data, options or counters unreadable): "
+            f"{type(exc).__name__}: {reason}")
+        return broken
+
+
+async def repair_counters(client: AnyRedis, key: str) -> None:
+    """Reset counters that are not integers, so BullMQ's scripts can fail the job.
+
+    ``moveToFinished`` increments ``atm``/``ats`` with HINCRBY; on text there the
+    script would stop half-way and the job would vanish from every state.
+    """
+    counters = ("atm", "ats", "stc", "attemptsMade")
+    values: list[Any] = await client.hmget(key, list(counters))
+    bad = [k for k, v in zip(counters, values, strict=True)
+           if v is not None and not str(v).lstrip("-").isdigit()]
+    if bad:
+        await client.hset(key, mapping=cast(Any, dict.fromkeys(bad, "0")))

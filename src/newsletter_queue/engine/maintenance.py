@@ -26,6 +26,8 @@ from .health import Health, is_connection_error
 
 log = logging.getLogger(__name__)
 
+_RELEASE_TIMEOUT_S = 5.0
+
 
 class LockKeeper:
     """Renews the locks of one worker's running jobs and runs its stalled checks.
@@ -132,3 +134,27 @@ class LockKeeper:
             self.on_stalled(job_id)
             await self.emit("stalled", job_id)
         return stalled
+
+
+async def hand_back(queue: str, commands: QueueCommands | None,
+                    leftovers: dict[str, str]) -> None:
+    """Put jobs a closing worker still holds (``{job id: lock token}``) back in wait.
+
+    Without ``commands`` (a close that must not write) they stay active and are
+    recovered as stalled once their locks expire; that is said in the log either way.
+    """
+    if not leftovers:
+        return
+    if commands is None:
+        log.warning("queue %s: left %d unfinished job(s) active (%s); they are recovered "
+                    "as stalled once their locks expire", queue, len(leftovers),
+                    ", ".join(leftovers))
+        return
+    for job_id, token in leftovers.items():
+        try:
+            await asyncio.wait_for(commands.move_to_wait(job_id, token), _RELEASE_TIMEOUT_S)
+            log.warning("queue %s: job %s did not finish before close; moved back to wait",
+                        queue, job_id)
+        except Exception as exc:
+            log.warning("queue %s: could not move unfinished job %s back to wait (%s); it "
+                        "is recovered as stalled once its lock expires", queue, job_id, exc)

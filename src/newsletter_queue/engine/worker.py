@@ -28,16 +28,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
 import socket
 import uuid
-from typing import Any, Unpack, cast
+from typing import Any, Unpack
 
 from ..config import Settings, load_settings, mask_url
-from ..connection import AnyRedis, check_server, create_redis, resolve_redis_url
+from ..connection import (
+    AnyRedis,
+    check_server,
+    create_redis,
+    parse_version,
+    resolve_redis_url,
+)
 from ..errors import RedisUnavailableError
 from .commands import NextJob, QueueCommands
 from .errors import UnrecoverableError
@@ -45,9 +50,9 @@ from .events import Hook, Hooks
 from .executors import Processor, ProcessorExecutor, ProcessorRouter, is_async_callable
 from .fetcher import Fetcher
 from .health import Health, ThrottledErrors, is_connection_error
-from .job import Job
+from .job import MALFORMED, Job, job_from_fetch, repair_counters
 from .keys import QueueKeys, worker_name_prefix
-from .maintenance import LockKeeper
+from .maintenance import LockKeeper, hand_back
 from .options import WorkerKnobs, WorkerOptions
 from .outcomes import Outcomes
 from .scheduler import SchedulerBridge
@@ -55,20 +60,11 @@ from .scheduler import SchedulerBridge
 log = logging.getLogger(__name__)
 
 _ERROR_PAUSE_S = 1.0
-_MALFORMED = "malformed job hash"
-_RELEASE_TIMEOUT_S = 5.0
 _NAME_RE = re.compile(r"[^A-Za-z0-9._:@-]")
 
 
 def _default_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-def _parse_version(text: str) -> tuple[int, int, int]:
-    parts = [int("".join(ch for ch in p if ch.isdigit()) or 0) for p in text.split(".")[:3]]
-    while len(parts) < 3:
-        parts.append(0)
-    return (parts[0], parts[1], parts[2])
 
 
 class Worker:
@@ -281,7 +277,7 @@ class Worker:
                     return False
             if self._closing.is_set():
                 return False
-        self.server_version = _parse_version(info.version)
+        self.server_version = parse_version(info.version)
         self._commands = QueueCommands(
             client, self.keys, lock_duration_ms=self.options.lock_duration_ms,
             limiter=self.options.limiter_opts(), worker_name=self.name,
@@ -354,42 +350,7 @@ class Worker:
                     await asyncio.wait_for(self._closing.wait(), pause)
 
     def _make_job(self, nxt: NextJob, token: str) -> Job:
-        raw = nxt.raw or []
-        it = iter(raw)
-        fields = dict(zip(it, it, strict=True))
-        job_id = str(nxt.job_id)
-        try:
-            return Job(self, job_id, fields, token)
-        except Exception as exc:  # includes RecursionError
-            # A job hash another producer wrote badly (undecodable or absurdly nested
-            # JSON, opts that are not an object, text where numbers belong): fail it at
-            # once from its id and name alone — never drop it, never let it cycle.
-            broken = Job(self, job_id, {"name": str(fields.get("name", "")), "data": "null",
-                                        "opts": "{}", "progress": "0"}, token)
-            reason = str(exc)[:200] or type(exc).__name__
-            broken.deferred_failure = (
-                f"job data or options are not valid JSON: {reason}"
-                if isinstance(exc, json.JSONDecodeError) else
-                f"{_MALFORMED} (data, options or counters unreadable): "
-                f"{type(exc).__name__}: {reason}")
-            return broken
-
-    async def _repair_counters(self, job_id: str) -> None:
-        """Reset counters that are not integers, so BullMQ's scripts can fail the job.
-
-        ``moveToFinished`` increments ``atm``/``ats`` with HINCRBY; on text there the
-        script would stop half-way and the job would vanish from every state.
-        """
-        client = self._client
-        if client is None:
-            return
-        key = self.keys.job(job_id)
-        counters = ("atm", "ats", "stc", "attemptsMade")
-        values: list[Any] = await client.hmget(key, list(counters))
-        bad = [k for k, v in zip(counters, values, strict=True)
-               if v is not None and not str(v).lstrip("-").isdigit()]
-        if bad:
-            await client.hset(key, mapping=cast(Any, dict.fromkeys(bad, "0")))
+        return job_from_fetch(self, nxt.job_id, nxt.raw, token)
 
     async def _process(self, job: Job, packed: bytes) -> Job | None:
         """Run ``job`` and record its outcome; returns the next job if one was fetched."""
@@ -403,8 +364,8 @@ class Worker:
             await self._schedule_next(job)
         try:
             if job.deferred_failure:
-                if job.deferred_failure.startswith(_MALFORMED):
-                    await self._repair_counters(job.id)
+                if job.deferred_failure.startswith(MALFORMED) and self._client is not None:
+                    await repair_counters(self._client, self.keys.job(job.id))
                 raise UnrecoverableError(job.deferred_failure)
             if self._router is not None:
                 fn = self._router.resolve(job)
@@ -485,23 +446,7 @@ class Worker:
         self._inflight.clear()
         if self._locks is not None:
             self._locks.locks.clear()
-        if not leftovers:
-            return
-        if not requeue or self._commands is None:
-            log.warning("queue %s: left %d unfinished job(s) active (%s); they are recovered "
-                        "as stalled once their locks expire", self.queue, len(leftovers),
-                        ", ".join(leftovers))
-            return
-        commands = self._commands
-        for job_id, token in leftovers.items():
-            try:
-                await asyncio.wait_for(commands.move_to_wait(job_id, token), _RELEASE_TIMEOUT_S)
-                log.warning("queue %s: job %s did not finish before close; moved back to wait",
-                            self.queue, job_id)
-            except Exception as exc:
-                log.warning("queue %s: could not move unfinished job %s back to wait (%s); it "
-                            "is recovered as stalled once its lock expires", self.queue, job_id,
-                            exc)
+        await hand_back(self.queue, self._commands if requeue else None, leftovers)
 
     def _log_task_failure(self, task: asyncio.Task[Any]) -> None:
         if task.cancelled():

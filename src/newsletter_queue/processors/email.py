@@ -43,7 +43,6 @@ from ..engine.errors import DelayedError, RateLimited, UnrecoverableError
 from ..errors import DeliveryError, JobValidationError
 from ..jobs import EmailJobData, Recipient, validate_job
 from ..services.circuit import CircuitBreaker
-from ..services.ledger import CampaignLedger, Claim
 from ..services.ratelimit import SendRateLimiter
 from ..services.render import (
     CompiledCampaign,
@@ -52,6 +51,7 @@ from ..services.render import (
     RenderError,
     message_id,
 )
+from ..services.send_ledger import CampaignLedger, Claim
 from ..services.smtp import SmtpPermanentError, SmtpTransientError
 
 log = logging.getLogger(__name__)

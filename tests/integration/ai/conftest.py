@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from newsletter_queue.services.ai import OpenAICompatibleProvider
-from tests.fakeopenai import FakeOpenAI
+from tests.support.fakeopenai import FakeOpenAI
 
 # Not shaped like an "sk-" key on purpose: the exact value must never leak, whatever
 # the generic redaction pattern catches.

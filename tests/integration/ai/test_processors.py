@@ -20,9 +20,9 @@ from newsletter_queue.services.ai import (
 )
 from newsletter_queue.services.circuit import CircuitBreaker
 from newsletter_queue.services.store import Store
-from tests.fakeopenai import FakeOpenAI
-from tests.helpers import wait_for
 from tests.integration.ai.conftest import MODEL, RecordingJob, ai_job
+from tests.support.fakeopenai import FakeOpenAI
+from tests.support.helpers import wait_for
 
 CONTENT_DATA = {"topic": "spring gardening", "outline": ["Seeds to start indoors",
                                                          "When to plant tomatoes"],

@@ -1,4 +1,4 @@
-"""OpenAICompatibleProvider against a real HTTP server (tests/fakeopenai.py), the
+"""OpenAICompatibleProvider against a real HTTP server (tests/support/fakeopenai.py), the
 offline provider, and the choice between them."""
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from newsletter_queue.services.ai import (
 from newsletter_queue.services.ai.openai import DEFAULT_RETRY_AFTER_MS
 from newsletter_queue.services.ai.prompts import CONTENT, SUBJECTS, build_messages
 from tests.conftest import make_settings
-from tests.fakeopenai import FakeOpenAI, Scripted
 from tests.integration.ai.conftest import API_KEY, MODEL
+from tests.support.fakeopenai import FakeOpenAI, Scripted
 
 HELLO = [ChatMessage("system", "Be brief."), ChatMessage("user", "Say hello")]
 

@@ -17,8 +17,8 @@ from newsletter_queue.manager import QueueManager
 from newsletter_queue.processors.ai import build_ai_processors
 from newsletter_queue.services.ai import OpenAICompatibleProvider
 from newsletter_queue.services.circuit import CircuitBreaker
-from tests.fakeopenai import FakeOpenAI
 from tests.integration.ai.conftest import MODEL
+from tests.support.fakeopenai import FakeOpenAI
 
 
 async def test_rate_limited_job_completes_without_losing_an_attempt(

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from newsletter_queue.config import Settings
+from newsletter_queue.launch import WorkerServices
 from newsletter_queue.manager import QueueManager
-from newsletter_queue.runner import WorkerServices
 from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.services.store import CampaignRecord
 from newsletter_queue.system import System
-from tests.helpers import wait_for
+from tests.support.helpers import wait_for
 
 
 @pytest.fixture

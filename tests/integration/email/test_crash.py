@@ -13,14 +13,14 @@ import pytest
 
 from newsletter_queue.config import Settings
 from newsletter_queue.manager import QueueManager
-from newsletter_queue.services.ledger import CampaignLedger
+from newsletter_queue.services.send_ledger import CampaignLedger
 from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.services.store import CampaignRecord, Store
-from tests.helpers import wait_for
+from tests.support.helpers import wait_for
 
 WORKER = ("import asyncio\n"
           "from newsletter_queue.config import load_settings\n"
-          "from newsletter_queue.runner import run_worker_process\n"
+          "from newsletter_queue.launch import run_worker_process\n"
           "asyncio.run(run_worker_process(load_settings(), ['email']))\n")
 
 

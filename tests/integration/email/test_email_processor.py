@@ -11,8 +11,8 @@ import pytest
 from newsletter_queue.engine.errors import DelayedError, RateLimited, UnrecoverableError
 from newsletter_queue.manager import QueueManager
 from newsletter_queue.processors.email import TransientSendError
-from newsletter_queue.services.ledger import CampaignLedger
 from newsletter_queue.services.render import Content, message_id
+from newsletter_queue.services.send_ledger import CampaignLedger
 from newsletter_queue.services.sink import SmtpSink
 from tests.integration.email.conftest import StandInJob
 

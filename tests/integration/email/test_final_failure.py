@@ -18,10 +18,10 @@ import pytest
 from newsletter_queue.campaigns import CampaignProgress, batch_job_id
 from newsletter_queue.config import Settings
 from newsletter_queue.engine import Job, Worker
+from newsletter_queue.launch import WorkerServices
 from newsletter_queue.manager import QueueManager
 from newsletter_queue.monitor import QueueMonitor
 from newsletter_queue.queues import EMAIL_SEND_BATCH, QueueName
-from newsletter_queue.runner import WorkerServices
 from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.services.store import CampaignRecord
 

@@ -16,7 +16,7 @@ from bullmq import Queue
 
 from newsletter_queue.config import Settings
 from newsletter_queue.engine import Worker
-from tests.helpers import wait_for
+from tests.support.helpers import wait_for
 
 QUEUE = "eng"
 

@@ -17,8 +17,8 @@ from bullmq import Queue
 
 from newsletter_queue.config import Settings
 from newsletter_queue.engine import Job, Worker
-from tests.helpers import wait_for
 from tests.integration.engine.conftest import QUEUE, Recorder, job_hash
+from tests.support.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -18,9 +18,9 @@ from bullmq import Queue
 
 from newsletter_queue.engine import Job, UnrecoverableError, Worker
 from tests.conftest import make_settings
-from tests.helpers import wait_for
 from tests.integration.engine import procs
 from tests.integration.engine.conftest import QUEUE, Recorder, job_hash
+from tests.support.helpers import wait_for
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 

@@ -23,8 +23,8 @@ from newsletter_queue.engine import Job, Worker
 from newsletter_queue.engine.health import PROBE_FIRST_S, PROBE_MAX_S, REMINDER_EVERY_S
 from newsletter_queue.errors import EmbeddedServerError
 from tests.conftest import make_settings
-from tests.helpers import wait_for
 from tests.integration.engine.conftest import QUEUE, Recorder
+from tests.support.helpers import wait_for
 
 
 async def _echo(job: Job) -> int:

@@ -35,8 +35,8 @@ from newsletter_queue.engine import (
     WorkerOptions,
 )
 from newsletter_queue.queues import RateLimit
-from tests.helpers import wait_for
 from tests.integration.engine.conftest import QUEUE, Recorder, job_hash
+from tests.support.helpers import wait_for
 
 # An idle worker that ignored a due time would only look again after its drain delay.
 DRAIN_DELAY_MS = WorkerOptions().drain_delay_ms

@@ -1,4 +1,4 @@
-"""workers.py's processor registry, and ``System`` starting and stopping workers on the
+"""registry.py's processor registry, and ``System`` starting and stopping workers on the
 queue table."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from newsletter_queue.engine import Job, UnrecoverableError, Worker
 from newsletter_queue.errors import QueueNotFoundError
 from newsletter_queue.manager import QueueManager
 from newsletter_queue.queues import RateLimit
+from newsletter_queue.registry import ProcessorRegistry
 from newsletter_queue.system import System, run_workers
-from newsletter_queue.workers import ProcessorRegistry
-from tests.helpers import wait_for
 from tests.integration.engine.conftest import Recorder, job_hash
+from tests.support.helpers import wait_for
 
 EMAIL = {"campaignId": "c-1", "tenantId": "t-1", "recipients": [{"email": "a@example.com"}]}
 

@@ -22,8 +22,8 @@ import redis.asyncio as aioredis
 
 from newsletter_queue.config import Settings
 from newsletter_queue.engine import Job, Worker
+from newsletter_queue.registry import ProcessorRegistry
 from newsletter_queue.system import run_workers
-from newsletter_queue.workers import ProcessorRegistry
 
 
 async def slow(job: Job) -> dict[str, Any]:

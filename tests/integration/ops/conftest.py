@@ -16,7 +16,7 @@ from newsletter_queue.config import Settings
 from newsletter_queue.engine import Worker
 from newsletter_queue.manager import QueueManager
 from newsletter_queue.monitor import MonitorRecorder, QueueMonitor
-from tests.helpers import wait_for
+from tests.support.helpers import wait_for
 
 BASE_URL = "http://127.0.0.1:8000"
 

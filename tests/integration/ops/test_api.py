@@ -20,8 +20,8 @@ from newsletter_queue.engine import Worker
 from newsletter_queue.manager import QueueManager
 from newsletter_queue.services.store import DeadLetterRecord, Store
 from tests.conftest import make_settings
-from tests.helpers import silent_server, wait_for
 from tests.integration.ops.conftest import BASE_URL, fail_one_job
+from tests.support.helpers import silent_server, wait_for
 
 GETS = ("dashboard", "inspect", "stats", "health", "metrics", "errors", "report")
 

@@ -26,8 +26,8 @@ from newsletter_queue.connection import finished_within
 from newsletter_queue.errors import RedisUnavailableError
 from newsletter_queue.manager import QueueManager
 from tests.conftest import make_settings
-from tests.helpers import silent_server
 from tests.integration.ops.conftest import BASE_URL
+from tests.support.helpers import silent_server
 
 TURN_S = 0.5
 

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from newsletter_queue.config import Settings
-from newsletter_queue.devtools import DevTools
+from newsletter_queue.dev import DevTools
 from newsletter_queue.engine import Worker
 from newsletter_queue.errors import ConfigurationError, JobValidationError, QueueNotFoundError
 from newsletter_queue.manager import QueueManager
 from tests.conftest import make_settings
-from tests.helpers import wait_for
+from tests.support.helpers import wait_for
 
 
 async def test_create_test_jobs_fills_all_three_queues(

@@ -15,7 +15,7 @@ from newsletter_queue.config import Settings
 from newsletter_queue.engine import Metrics, UnrecoverableError, Worker
 from newsletter_queue.manager import QueueManager
 from newsletter_queue.monitor import QueueMonitor, assess, minute_series, parse_workers
-from newsletter_queue.monitoring_records import (
+from newsletter_queue.monitor_report import (
     MonitorThresholds,
     QueueMetrics,
     RedisInfo,
@@ -23,7 +23,7 @@ from newsletter_queue.monitoring_records import (
     percentile,
 )
 from tests.conftest import make_settings
-from tests.helpers import wait_for
+from tests.support.helpers import wait_for
 
 
 async def test_failed_attempts_reach_the_errors_stream_with_attempt_numbers(

@@ -35,6 +35,7 @@ from .processors.ai import build_ai_processors
 from .processors.analytics import build_analytics_processors
 from .processors.email import Delivery, EmailProcessor
 from .queues import EMAIL_SEND_BATCH, QueueName
+from .registry import ProcessorRegistry
 from .services.ai import AIProvider, provider_from_settings
 from .services.circuit import CircuitBreaker
 from .services.sink import SmtpSink
@@ -42,7 +43,6 @@ from .services.smtp import SmtpPool
 from .services.store import CampaignRecord, DeadLetterRecord, Store
 from .services.store.adapters import StoreCampaignSource, StoreDeliveryRecorder
 from .system import System
-from .workers import ProcessorRegistry
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import platformdirs
 
-NODE_DIR = Path(__file__).resolve().parent / "node"
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 MIN_NODE_MAJOR = 18  # bullmq 5 needs a maintained Node; 18 is the oldest we try
 INSTALL_TIMEOUT_S = 600.0
 _COMPLETE_MARKER = ".nlq-install-complete"

@@ -31,7 +31,7 @@ from .errors import ConfigurationError, JobValidationError
 from .keyspace import durations_key, histogram_key, monitor_errors_key
 from .manager import QueueManager
 from .monitor import QueueMonitor
-from .monitoring_records import MonitorReport
+from .monitor_report import MonitorReport
 from .queues import ANALYTICS_CAMPAIGN_COMPLETE, QueueName
 
 Progress = Callable[[str, int, int], None]

@@ -170,6 +170,19 @@ class LedgerView:
         return result
 
 
+def read_records(directory: Path) -> tuple[list[dict[str, Any]], int]:
+    """Every process's records in file order, and how many lines were torn (skipped)."""
+    records: list[dict[str, Any]] = []
+    broken = 0
+    for path in sorted(directory.glob("*.jsonl")):
+        for line in path.read_bytes().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                broken += 1
+    return records, broken
+
+
 def read_ledger(directory: Path) -> LedgerView:
     """Read every process's records (a torn last line is counted, not fatal)."""
     executions: dict[tuple[int, int], Execution] = {}
@@ -178,28 +191,22 @@ def read_ledger(directory: Path) -> LedgerView:
     failed: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     stalled: dict[tuple[str, str], list[float]] = defaultdict(list)
     acknowledged: set[tuple[int, str, str]] = set()
-    broken = 0
-    for path in sorted(directory.glob("*.jsonl")):
-        for line in path.read_bytes().splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                broken += 1
-                continue
-            kind = rec.get("e")
-            if kind == "start":
-                executions[(rec["p"], rec["x"])] = Execution(
-                    rec["q"], rec["j"], rec["p"], rec["x"], rec["a"], rec.get("stc", 0),
-                    rec["t"])
-            elif kind == "end":
-                ends.append(rec)
-            elif kind == "done":
-                done[(rec["q"], rec["j"])].append(rec["t"])
-                acknowledged.add((rec["p"], rec["q"], rec["j"]))
-            elif kind == "failed":
-                failed[(rec["q"], rec["j"])].append(rec)
-            elif kind == "stalled":
-                stalled[(rec["q"], rec["j"])].append(rec["t"])
+    records, broken = read_records(directory)
+    for rec in records:
+        kind = rec.get("e")
+        if kind == "start":
+            executions[(rec["p"], rec["x"])] = Execution(
+                rec["q"], rec["j"], rec["p"], rec["x"], rec["a"], rec.get("stc", 0),
+                rec["t"])
+        elif kind == "end":
+            ends.append(rec)
+        elif kind == "done":
+            done[(rec["q"], rec["j"])].append(rec["t"])
+            acknowledged.add((rec["p"], rec["q"], rec["j"]))
+        elif kind == "failed":
+            failed[(rec["q"], rec["j"])].append(rec)
+        elif kind == "stalled":
+            stalled[(rec["q"], rec["j"])].append(rec["t"])
     for rec in ends:
         ex = executions.get((rec["p"], rec["x"]))
         if ex is not None:

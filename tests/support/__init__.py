@@ -1,0 +1,1 @@
+"""Shared test support: servers, harnesses, waits and the execution log."""
