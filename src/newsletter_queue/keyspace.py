@@ -19,7 +19,9 @@ cleanup finds it all::
 from __future__ import annotations
 
 # The circuit breakers the services open: the SMTP pool's and the AI provider's.
-BREAKERS: tuple[str, ...] = ("smtp", "ai")
+SMTP_BREAKER = "smtp"
+AI_BREAKER = "ai"
+BREAKERS: tuple[str, ...] = (SMTP_BREAKER, AI_BREAKER)
 # The relative key of the dev sink's captured mail (``{prefix}:devmail``).
 DEVMAIL = "devmail"
 

@@ -28,7 +28,7 @@ from .campaigns import CampaignLifecycle, enqueue_campaign_complete
 from .config import Settings
 from .connection import AnyRedis, connect
 from .engine import Job, Worker
-from .keyspace import emails_counter_key
+from .keyspace import AI_BREAKER, emails_counter_key
 from .manager import QueueManager
 from .monitor import MonitorRecorder
 from .processors.ai import build_ai_processors
@@ -137,7 +137,7 @@ class WorkerServices:
         analytics = build_analytics_processors(self.store, limits=s.job_limits)
         for name, analytics_fn in analytics.items():
             registry.register(QueueName.ANALYTICS, name, analytics_fn)
-        breaker = CircuitBreaker(self.redis, s.key_prefix, "ai",
+        breaker = CircuitBreaker(self.redis, s.key_prefix, AI_BREAKER,
                                  threshold=s.ai_breaker_threshold,
                                  cooldown_ms=s.ai_breaker_cooldown_ms)
         ai = build_ai_processors(self.provider, breaker, self.store, limits=s.job_limits)

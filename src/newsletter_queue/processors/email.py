@@ -42,6 +42,7 @@ from ..connection import AnyRedis
 from ..engine.errors import DelayedError, RateLimited, UnrecoverableError
 from ..errors import DeliveryError, JobValidationError
 from ..jobs import EmailJobData, Recipient, validate_job
+from ..keyspace import SMTP_BREAKER
 from ..services.circuit import CircuitBreaker
 from ..services.ratelimit import SendRateLimiter
 from ..services.render import (
@@ -149,7 +150,7 @@ class EmailProcessor:
         self.deliveries = deliveries
         self.lifecycle = lifecycle or CampaignLifecycle(redis, settings.key_prefix)
         self.breaker = breaker or CircuitBreaker(
-            redis, settings.key_prefix, "smtp", threshold=settings.smtp_breaker_threshold,
+            redis, settings.key_prefix, SMTP_BREAKER, threshold=settings.smtp_breaker_threshold,
             cooldown_ms=settings.smtp_breaker_cooldown_ms)
         self.limiter = SendRateLimiter(
             redis, settings.key_prefix, global_rate=settings.emails_per_second,
