@@ -343,10 +343,10 @@ def up(
 ) -> None:
     """Run everything in one process: Redis (embedded if needed), the dev SMTP sink,
     the database, all workers, the API and the dashboard — until Ctrl-C or SIGTERM."""
-    runner = importlib.import_module("newsletter_queue.launch")
+    launch = importlib.import_module("newsletter_queue.launch")
     settings = _settings()
     _check_bind(settings, host)
-    _run(lambda: runner.run_system(settings, host=host, port=port, demo=demo))
+    _run(lambda: launch.run_system(settings, host=host, port=port, demo=demo))
 
 
 @app.command()
@@ -366,8 +366,8 @@ def worker(
             raise typer.Exit(1) from None
     if concurrency is not None:
         settings = with_concurrency(settings, names, concurrency)
-    runner = importlib.import_module("newsletter_queue.launch")
-    _run(lambda: runner.run_worker_process(settings, names))
+    launch = importlib.import_module("newsletter_queue.launch")
+    _run(lambda: launch.run_worker_process(settings, names))
 
 
 def with_concurrency(settings: Settings, names: list[str] | None, n: int) -> Settings:

@@ -1,4 +1,4 @@
-"""Wiring: the services a worker process needs, the processor registry, the whole system.
+"""What the long-running commands launch: worker-process services, ``worker``, ``up``.
 
 ``WorkerServices`` opens everything the processors use in one process — the Redis
 client, the records store, the SMTP pool (or the dev sink), the AI provider, the circuit

@@ -1,8 +1,8 @@
 """``System``: the one object that runs what a process runs, and stops it in order.
 
 Every long-running command is a ``System`` with different parts: ``newsletter-queue up``
-(``runner.run_system``) runs every queue's workers, the API and what they share;
-``newsletter-queue worker`` (``runner.run_worker_process``) and ``run_workers`` run
+(``launch.run_system``) runs every queue's workers, the API and what they share;
+``newsletter-queue worker`` (``launch.run_worker_process``) and ``run_workers`` run
 workers; ``newsletter-queue api`` (``api.serve_api``) runs the server alone. What they
 have in common lives here, once:
 
