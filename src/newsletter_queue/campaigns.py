@@ -7,7 +7,7 @@ that life is here:
 1. **Planning** (``plan_campaign``): the recipients are validated and split into batches
    of at most ``batch_size``; batch ``i`` gets the job id ``batch_job_id(tenant,
    campaign, i)``. The ids are deterministic, so sending the same campaign twice adds
-   nothing while the first jobs exist (the per-recipient ledger in ``services.ledger``
+   nothing while the first jobs exist (the per-recipient ledger in ``services.send_ledger``
    additionally guarantees one message per recipient if a finished batch was removed
    and is re-added). ``QueueManager.schedule_batch_email_sending`` is the producer's
    entry point; it stores the plan (``CampaignLifecycle.planned``) and adds the batches
