@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter_queue.connection import parse_version, connect, create_redis, delete_prefix
+from newsletter_queue.connection import connect, create_redis, delete_prefix, parse_version
 from newsletter_queue.errors import EvictionPolicyError, RedisUnavailableError
 from tests.conftest import make_settings
 from tests.support.redisserver import private_redis
