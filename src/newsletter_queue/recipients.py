@@ -146,6 +146,7 @@ class _Lines:
     def __init__(self, handle: IO[str] | IO[bytes]) -> None:
         self.handle = handle
         self.problem: str | None = None
+        self.last = ""
 
     def take_problem(self) -> str | None:
         problem, self.problem = self.problem, None
@@ -168,17 +169,16 @@ class _Lines:
                     offset += len(chunk)
                 offset += len(chunk)
                 self.problem = f"line longer than {MAX_LINE_BYTES} bytes (skipped)"
+                self.last = "\n"
                 yield "\n"
                 continue
-            if isinstance(raw, str):
-                yield raw
-                continue
             try:
-                yield raw.decode("utf-8")
+                self.last = raw if isinstance(raw, str) else raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 self.problem = (f"not UTF-8: byte 0x{raw[exc.start]:02x} at byte offset "
                                 f"{start + exc.start} of the file; save the file as UTF-8")
-                yield "\n"
+                self.last = "\n"
+            yield self.last
 
 
 def _strip_bom(raw: str | bytes) -> tuple[str | bytes, int]:
@@ -223,7 +223,8 @@ def rows_from_csv(source: Source) -> Iterable[Row]:
 
 
 def _parse_csv(lines: _Lines) -> Iterator[Row]:
-    reader = csv.reader(lines)
+    feed = iter(lines)
+    reader = csv.reader(feed)
     header: list[str] = []
     while not header:
         try:
@@ -245,6 +246,7 @@ def _parse_csv(lines: _Lines) -> Iterator[Row]:
         except StopIteration:
             return
         except csv.Error as exc:
+            _skip_quoted_rest(lines, feed)
             lines.take_problem()
             number += 1
             yield number, UnreadableRow(WHOLE_ROW, f"cannot be read as CSV: {exc}")
@@ -263,6 +265,19 @@ def _parse_csv(lines: _Lines) -> Iterator[Row]:
             if extras:
                 row["personalizations"] = {key: record[i] for key, i in extras}
             yield number, row
+
+
+def _skip_quoted_rest(lines: _Lines, feed: Iterator[str]) -> None:
+    """After the csv module gave up on a field (its size limit), skip to where that field
+    ends, so its remaining lines are not read as rows of their own.
+
+    Only a quoted field spanning lines can outgrow the limit (one line is at most
+    ``MAX_LINE_BYTES``), and inside it quotes come in pairs: the line that closes it is
+    the first with an odd number of ``"`` — possibly the line that failed.
+    """
+    line: str | None = lines.last
+    while line is not None and line.count('"') % 2 == 0:
+        line = next(feed, None)
 
 
 def _columns(header: list[str]) -> tuple[int, int | None, list[tuple[str, int]]]:
