@@ -61,7 +61,8 @@ from .errors import FieldError, JobValidationError
 from .jobs import Recipient, field_errors
 
 MAX_LINE_BYTES = 64 * 1024
-"""Longest line read (CSV line or NDJSON object); a longer one is its row's error."""
+"""Longest line read (CSV line or NDJSON object; characters for a text handle); a longer
+one is its row's error."""
 MAX_FIELD_CHARS = 4096
 """Longest personalisation value (its JSON text when it is not a string)."""
 WHOLE_ROW = "(row)"
@@ -147,16 +148,25 @@ class _Lines:
         self.handle = handle
         self.problem: str | None = None
         self.last = ""
+        self.count = 0
 
     def take_problem(self) -> str | None:
         problem, self.problem = self.problem, None
         return problem
 
     def __iter__(self) -> Iterator[str]:
+        try:
+            yield from self._read()
+        except UnicodeDecodeError as exc:  # a text handle's own decoding failed
+            raise _file_error(f"cannot be decoded after line {self.count}: {exc.reason}; "
+                              "pass the file in binary mode or save it as UTF-8") from None
+
+    def _read(self) -> Iterator[str]:
         offset = 0
         first = True
         readline = self.handle.readline
         while raw := readline(MAX_LINE_BYTES + 1):
+            self.count += 1
             start = offset
             offset += len(raw)
             if first:

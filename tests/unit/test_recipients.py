@@ -155,6 +155,15 @@ def test_unusable_files_raise_row_zero(tmp_path: Path, content: bytes, expected:
     assert expected in str(error)
 
 
+def test_text_handle_that_cannot_decode(tmp_path: Path) -> None:
+    path = write(tmp_path, b"email\na@example.com\n" + b"b\xff@example.com\n" * 5000)
+    with path.open(encoding="utf-8") as handle, pytest.raises(RecipientsError) as caught:
+        list(rows_from_csv(handle))
+    assert caught.value.rows[0].row == 0
+    assert "cannot be decoded after line" in str(caught.value)
+    assert "invalid start byte" in str(caught.value)
+
+
 # --- hostile rows ----------------------------------------------------------------------
 def test_nul_bytes_are_row_errors(tmp_path: Path) -> None:
     path = write(tmp_path, b"email,name,plan\n"
