@@ -18,6 +18,7 @@ module name their module in brackets::
     ├── OverloadedError               too many Redis commands in flight in this process; retry
     ├── QueueNotFoundError            unknown queue name (lists the known ones)
     ├── JobValidationError            job data failed validation (lists every bad field path)
+    │   └── RecipientsError           recipient rows are bad (row numbers) [recipients]
     ├── JobNotFoundError              no job with that id in that queue
     │   └── DeadLetterNotFoundError   no dead letter with that id
     │       └── DeadLetterReplayedError  that dead letter was replayed already
