@@ -16,7 +16,8 @@ from newsletter_queue import (
     Recipient,
     RecipientsError,
 )
-from newsletter_queue.campaigns import batch_job_id
+from newsletter_queue.campaigns import CampaignControl, batch_job_id
+from newsletter_queue.campaigns.manage import BULK_GROUP
 
 
 async def _save(manager: QueueManager, campaign: str = "june") -> None:
@@ -174,3 +175,31 @@ async def test_the_list_is_newest_first_and_paginated(manager: QueueManager) -> 
     assert page.items[1].status.total == 1
     rest = await manager.campaigns.list("t1", page=2, page_size=2)
     assert [i.campaign_id for i in rest.items] == ["first"]
+
+
+async def test_many_batches_are_added_in_several_bulk_groups(manager: QueueManager) -> None:
+    await _save(manager)
+    count = 2 * BULK_GROUP + 5
+    result = await manager.campaigns.send(
+        "t1", "june", [{"email": f"r{i}@example.com"} for i in range(count)], batch_size=1)
+    assert result.batches == count
+    assert await _email_jobs(manager) == count
+    last = await manager.get_job("email", batch_job_id("t1", "june", count - 1))
+    assert last is not None
+    assert last.data["recipients"] == [{"email": f"r{count - 1}@example.com"}]
+
+
+async def test_the_rate_and_eta_come_from_the_workers_counters(
+        manager: QueueManager) -> None:
+    await _save(manager)
+    await manager.campaigns.send("t1", "june", [{"email": f"r{i}@example.com"}
+                                                for i in range(100)])
+    client = await manager.client()
+    control = CampaignControl(client, manager.settings.key_prefix, "t1", "june")
+    assert await control.gate() == "sending"  # what a worker reads before a chunk
+    await control.record_chunk(20, 3, 1)  # … and records after it
+    status = await manager.campaigns.status("t1", "june")
+    assert (status.sent, status.bounced, status.failed, status.pending) == (20, 3, 1, 76)
+    assert status.started_at is not None
+    assert status.rate > 0
+    assert status.eta_seconds == pytest.approx(76 / status.rate, abs=0.1)
