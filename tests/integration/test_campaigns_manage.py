@@ -203,3 +203,18 @@ async def test_the_rate_and_eta_come_from_the_workers_counters(
     assert status.started_at is not None
     assert status.rate > 0
     assert status.eta_seconds == pytest.approx(76 / status.rate, abs=0.1)
+
+
+async def test_a_send_interrupted_while_adding_batches_is_finished_by_sending_again(
+        manager: QueueManager) -> None:
+    await _save(manager)
+    client = await manager.client()
+    control = CampaignControl(client, manager.settings.key_prefix, "t1", "june")
+    # What a producer that died after starting the send and before its last bulk left.
+    assert await control.start("sending", 30, 3, 0) == 1
+    result = await manager.campaigns.send(
+        "t1", "june", [{"email": f"r{i}@example.com"} for i in range(30)], batch_size=10)
+    assert (result.created, result.batches) == (True, 3)
+    assert await _email_jobs(manager) == 3
+    assert not (await manager.campaigns.send("t1", "june", [{"email": "x@example.com"}])
+                ).created

@@ -124,9 +124,10 @@ class Campaigns:
         ``personalizations``), or ``(row_number, mapping)`` rows (what the file readers
         yield; read twice: once to check, once to enqueue). Addresses are collapsed
         case-blind (the first row wins). With ``send_at`` in the future the batches are
-        delayed to that instant (state *scheduled*). Idempotent: a campaign that is not
-        a draft gets nothing added (``created=False``); a send interrupted while adding
-        its batches is finished by calling again with the same recipients.
+        delayed to that instant (state *scheduled*; a naive datetime is taken as UTC).
+        Idempotent: a campaign that is not a draft gets nothing added
+        (``created=False``); a send interrupted while adding its batches is finished by
+        calling again with the same recipients.
 
         Raises:
             CampaignNotFoundError: nothing saved under that id.
@@ -144,8 +145,8 @@ class Campaigns:
             raise CampaignNotFoundError(tenant_id, campaign_id)
         async with self.manager.redis() as client:
             control = self._control(tenant_id, campaign_id, client)
-            state = (await control.snapshot()).state
-            if state != "draft":
+            state = await self._redis_state(tenant_id, campaign_id)
+            if state != "draft" and (await control.snapshot()).enqueued:
                 return SendResult(created=False, state=state)
             self._compile(tenant_id, campaign_id, Content(
                 subject=record.subject, html=record.html, text=record.text,

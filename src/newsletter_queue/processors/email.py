@@ -175,10 +175,12 @@ class EmailProcessor:
             data = validate_job(EmailJobData, job.data, self.settings.job_limits)
         except JobValidationError as exc:
             raise UnrecoverableError(str(exc)) from None
-        control = CampaignControl(self.redis, self.settings.key_prefix, data.tenant_id,
-                                  data.campaign_id)
+        # Transactional mail (inline content) is not a managed campaign: no state, no
+        # counters (and no keys left behind per receipt).
+        control = None if data.content is not None else CampaignControl(
+            self.redis, self.settings.key_prefix, data.tenant_id, data.campaign_id)
         result = BatchResult()
-        if await self._stopped(job, control, result):
+        if control is not None and await self._stopped(job, control, result):
             return await self._cancelled(job, data, result)
         campaign = await self._compile(data)
         decision = await self.breaker.allow()
@@ -193,7 +195,7 @@ class EmailProcessor:
         started = time.monotonic()
         for start in range(0, total, self.chunk_size):
             # The campaign's state, once per chunk: paused parks the job, cancelled ends it.
-            if start and await self._stopped(job, control, result):
+            if start and control is not None and await self._stopped(job, control, result):
                 return await self._cancelled(job, data, result)
             chunk = recipients[start:start + self.chunk_size]
             before = (result.sent, result.bounced, result.failed)
@@ -201,9 +203,10 @@ class EmailProcessor:
                 opened_ms = await self._send_chunk(job, data, campaign, ledger, token,
                                                    chunk, result, started)
             finally:
-                await control.record_chunk(result.sent - before[0],
-                                           result.bounced - before[1],
-                                           result.failed - before[2])
+                if control is not None:
+                    await control.record_chunk(result.sent - before[0],
+                                               result.bounced - before[1],
+                                               result.failed - before[2])
             await job.update_progress({"done": min(start + len(chunk), total),
                                        "total": total, "sent": result.sent})
             if opened_ms:
