@@ -79,8 +79,12 @@ def peak_rss_mb() -> float:
 
 def child(path: Path, batch_size: int) -> dict[str, Any]:
     """The measured work, run in its own process."""
+    from newsletter_queue.campaigns.recipients import (
+        check_recipients,
+        rows_from_csv,
+        valid_recipients,
+    )
     from newsletter_queue.jobs import payload_size
-    from newsletter_queue.recipients import check_recipients, rows_from_csv, valid_recipients
 
     rows = rows_from_csv(path)
     started = time.perf_counter()

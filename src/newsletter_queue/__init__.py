@@ -6,8 +6,9 @@ BullMQ's data model so Node BullMQ producers, workers and dashboards interoperat
 The public API has two halves and a monitor:
 
 - **producing and administering** — ``QueueManager`` (and the lazily created
-  ``queue_manager``), ``QueueAdmin``, the job models, ``JobOptions``, the snapshots they
-  return, ``Settings``;
+  ``queue_manager``), ``QueueAdmin``, ``Campaigns`` (``manager.campaigns``: save,
+  send, status, pause, resume, cancel) and what it returns, the job models,
+  ``JobOptions``, the snapshots they return, ``Settings``;
 - **processing** — ``Worker``, ``Job``, ``WorkerOptions``, ``ProcessorRegistry``,
   ``System``/``run_workers``, and the signals a processor raises (``RateLimited``,
   ``DelayedError``, ``UnrecoverableError``);
@@ -28,6 +29,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .admin import QueueAdmin
+from .campaigns import (
+    CampaignPage,
+    Campaigns,
+    CampaignState,
+    CampaignStatus,
+    CampaignSummary,
+    RecipientsError,
+    RowError,
+    SendResult,
+)
 from .config import Settings, load_settings
 from .engine import (
     DelayedError,
@@ -41,6 +52,8 @@ from .engine import (
 )
 from .errors import (
     AdminConflictError,
+    CampaignNotFoundError,
+    CampaignStateError,
     ConfigurationError,
     DeadLetterNotFoundError,
     DeadLetterReplayedError,
@@ -78,6 +91,7 @@ from .monitor import (
 )
 from .queues import QUEUE_DEFAULTS, QueueConfig, QueueName
 from .registry import ProcessorRegistry
+from .services.render import ContentError
 from .snapshots import EnqueuedJob, HealthCheck, JobInfo, QueueStats
 from .system import System, run_workers
 
@@ -93,7 +107,15 @@ __all__ = [
     "AIJobData",
     "AdminConflictError",
     "AnalyticsJobData",
+    "CampaignNotFoundError",
+    "CampaignPage",
+    "CampaignState",
+    "CampaignStateError",
+    "CampaignStatus",
+    "CampaignSummary",
+    "Campaigns",
     "ConfigurationError",
+    "ContentError",
     "DeadLetterNotFoundError",
     "DeadLetterReplayedError",
     "DelayedError",
@@ -130,10 +152,13 @@ __all__ = [
     "QueueStats",
     "RateLimited",
     "Recipient",
+    "RecipientsError",
     "RedisOutOfMemoryError",
     "RedisServerError",
     "RedisUnavailableError",
     "RedisVersionError",
+    "RowError",
+    "SendResult",
     "Settings",
     "System",
     "TrackingEvent",

@@ -18,11 +18,13 @@ module name their module in brackets::
     ├── OverloadedError               too many Redis commands in flight in this process; retry
     ├── QueueNotFoundError            unknown queue name (lists the known ones)
     ├── JobValidationError            job data failed validation (lists every bad field path)
-    │   └── RecipientsError           recipient rows are bad (row numbers) [recipients]
+    │   └── RecipientsError           bad recipient rows (row numbers) [campaigns.recipients]
     ├── JobNotFoundError              no job with that id in that queue
     │   └── DeadLetterNotFoundError   no dead letter with that id
     │       └── DeadLetterReplayedError  that dead letter was replayed already
+    ├── CampaignNotFoundError         no campaign with that id for that tenant (HTTP 404)
     ├── AdminConflictError            the operation does not fit the state (HTTP 409)
+    │   └── CampaignStateError        not in this campaign's state (edit while sending …)
     ├── UnrecoverableError            fail the job now, whatever attempts are left [engine.errors]
     ├── JobLockLostError              the worker no longer owns the job [engine.errors]
     ├── DeliveryError                 a campaign's mail could not be rendered or sent
@@ -200,6 +202,32 @@ class AdminConflictError(NewsletterQueueError):
     def __init__(self, message: str, **details: Any) -> None:
         self.details = details
         super().__init__(message)
+
+
+class CampaignStateError(AdminConflictError):
+    """The campaign is not in a state that allows this (HTTP 409): editing one that is
+    no longer a draft, pausing one that is not sending, resuming one that is not paused.
+
+    ``state`` is the campaign's state; ``details`` carries it with the ids.
+    """
+
+    def __init__(self, tenant_id: str, campaign_id: str, state: str, action: str) -> None:
+        self.tenant_id = tenant_id
+        self.campaign_id = campaign_id
+        self.state = state
+        super().__init__(f"cannot {action} campaign {brief(campaign_id)!r} of tenant "
+                         f"{brief(tenant_id)!r}: it is {state}", state=state,
+                         tenant_id=tenant_id, campaign_id=campaign_id)
+
+
+class CampaignNotFoundError(NewsletterQueueError, LookupError):
+    """No campaign with this id was saved for this tenant (HTTP 404)."""
+
+    def __init__(self, tenant_id: str, campaign_id: str) -> None:
+        self.tenant_id = tenant_id
+        self.campaign_id = campaign_id
+        super().__init__(f"no campaign {brief(campaign_id)!r} for tenant "
+                         f"{brief(tenant_id)!r}: save it first")
 
 
 class DeadLetterNotFoundError(JobNotFoundError):

@@ -14,6 +14,7 @@ cleanup finds it all::
     {prefix}:email:rate:global|tenant:{id}      send-rate token buckets
     {prefix}:email:ledger:{tenant}:{campaign}   per-recipient delivery ledger (+ :meta)
     {prefix}:email:campaign:{tenant}:{campaign} campaign progress (+ :done, :batches …)
+                                                and state (+ :state, :counts, :rate)
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ processed or displayed by Node tools too. Around it live, each in its own module
 connection and queues (``backend.QueueBackend``, which this class is), the job options
 (``job_options``), the workarounds for adding through ``bullmq`` (``enqueue``) and every
 read and administrative operation (``admin.QueueAdmin``, as ``manager.admin``; the
-admin methods here are one line each over it).
+admin methods here are one line each over it), and campaign management
+(``campaigns.Campaigns``, as ``manager.campaigns``).
 
 Use it as an async context manager, or the lazily created module-level
 ``newsletter_queue.queue_manager`` (built from the environment on first use)::
@@ -24,7 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from .admin import QueueAdmin
 from .backend import QueueBackend
-from .campaigns import CampaignLifecycle, plan_campaign
+from .campaigns import CampaignLifecycle, Campaigns, plan_campaign
 from .config import Settings
 from .engine.states import CleanState
 from .enqueue import add_bulk
@@ -64,6 +65,8 @@ class QueueManager(QueueBackend):
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__(settings)
         self.admin = QueueAdmin(self)
+        self.campaigns = Campaigns(self)
+        """Save, send, watch, pause, resume and cancel campaigns (``campaigns.Campaigns``)."""
 
     # --- producers ---------------------------------------------------------------------
     async def schedule_email_job(

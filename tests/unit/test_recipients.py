@@ -1,4 +1,4 @@
-"""Recipient input (``newsletter_queue.recipients``): real files in tmp_path, exact row
+"""Recipient input (``newsletter_queue.campaigns.recipients``): real files in tmp_path, exact row
 numbers, duplicates, re-iteration, and hostile input that must give row errors."""
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter_queue.errors import JobValidationError
-from newsletter_queue.jobs import Recipient
-from newsletter_queue.recipients import (
+from newsletter_queue.campaigns.recipients import (
     MAX_FIELD_CHARS,
     MAX_LINE_BYTES,
     RecipientCheck,
@@ -24,6 +22,8 @@ from newsletter_queue.recipients import (
     rows_from_ndjson,
     valid_recipients,
 )
+from newsletter_queue.errors import JobValidationError
+from newsletter_queue.jobs import Recipient
 
 
 def write(tmp_path: Path, text: str | bytes, name: str = "r.csv") -> Path:

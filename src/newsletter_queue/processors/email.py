@@ -18,7 +18,11 @@ For each batch (``EmailJobData``):
    it with backoff; the next attempt sends only to the recipients still unsent. After
    ``threshold`` consecutive transient failures the breaker opens and the job ends
    with ``RateLimited`` (queue paused for the cool-down, attempt kept).
-6. A completed batch counts towards its campaign (``campaigns.CampaignLifecycle``); the
+6. Before each chunk the campaign's state is read (one Redis call, ``campaigns.control``):
+   *paused* parks the job in delayed (no attempt used; ``Campaigns.resume`` promotes
+   it), *cancelled* completes it at once with ``{"cancelled": true}``. After each chunk
+   its outcomes are added to the campaign's counters (what ``Campaigns.status`` reads).
+7. A completed batch counts towards its campaign (``campaigns.CampaignLifecycle``); the
    last one to finish — here, or failed for good, counted by the worker's ``failed``
    hook — has exactly one ``campaign-complete`` analytics job enqueued.
 """
@@ -36,7 +40,7 @@ from typing import Any, Protocol
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..campaigns import CampaignLifecycle
+from ..campaigns import CampaignControl, CampaignLifecycle
 from ..config import Settings
 from ..connection import AnyRedis
 from ..engine.errors import DelayedError, RateLimited, UnrecoverableError
@@ -58,6 +62,7 @@ from ..services.smtp import SmtpPermanentError, SmtpTransientError
 log = logging.getLogger(__name__)
 
 _MAX_INLINE_WAIT_MS = 1000  # per job, across its chunks
+PAUSE_RECHECK_MS = 15_000  # a parked batch of a paused campaign looks again after this
 _OUTAGE_WARNING_EVERY_S = 30.0
 
 
@@ -170,6 +175,13 @@ class EmailProcessor:
             data = validate_job(EmailJobData, job.data, self.settings.job_limits)
         except JobValidationError as exc:
             raise UnrecoverableError(str(exc)) from None
+        # Transactional mail (inline content) is not a managed campaign: no state, no
+        # counters (and no keys left behind per receipt).
+        control = None if data.content is not None else CampaignControl(
+            self.redis, self.settings.key_prefix, data.tenant_id, data.campaign_id)
+        result = BatchResult()
+        if control is not None and await self._stopped(job, control, result):
+            return await self._cancelled(job, data, result)
         campaign = await self._compile(data)
         decision = await self.breaker.allow()
         if not decision.allowed:
@@ -178,14 +190,23 @@ class EmailProcessor:
         ledger = CampaignLedger(self.redis, self.settings.key_prefix, data.tenant_id,
                                 data.campaign_id, claim_ttl_ms=self.claim_ttl_ms)
         token = f"{job.id}:{job.attempts_made}:{uuid.uuid4().hex[:8]}"
-        result = BatchResult()
         recipients = data.recipients
         total = len(recipients)
         started = time.monotonic()
         for start in range(0, total, self.chunk_size):
+            # The campaign's state, once per chunk: paused parks the job, cancelled ends it.
+            if start and control is not None and await self._stopped(job, control, result):
+                return await self._cancelled(job, data, result)
             chunk = recipients[start:start + self.chunk_size]
-            opened_ms = await self._send_chunk(job, data, campaign, ledger, token, chunk,
-                                               result, started)
+            before = (result.sent, result.bounced, result.failed)
+            try:
+                opened_ms = await self._send_chunk(job, data, campaign, ledger, token,
+                                                   chunk, result, started)
+            finally:
+                if control is not None:
+                    await control.record_chunk(result.sent - before[0],
+                                               result.bounced - before[1],
+                                               result.failed - before[2])
             await job.update_progress({"done": min(start + len(chunk), total),
                                        "total": total, "sent": result.sent})
             if opened_ms:
@@ -203,6 +224,25 @@ class EmailProcessor:
         return result.to_dict()
 
     # --- steps -------------------------------------------------------------------------
+    async def _stopped(self, job: Any, control: CampaignControl, result: BatchResult
+                       ) -> bool:
+        """Read the campaign's state (one Redis call). Paused: park the job in delayed
+        until ``resume`` promotes it (or ``PAUSE_RECHECK_MS`` passes) — no attempt is
+        used, and the claims of earlier chunks are settled already. Returns whether the
+        campaign was cancelled."""
+        state = await control.gate()
+        if state == "paused":
+            await job.move_to_delayed(int(time.time() * 1000) + PAUSE_RECHECK_MS)
+            raise DelayedError(f"campaign {control.state_key} is paused; {result.sent} "
+                               "sent by this attempt")
+        return state == "cancelled"
+
+    async def _cancelled(self, job: Any, data: EmailJobData, result: BatchResult
+                         ) -> dict[str, Any]:
+        """End a batch of a cancelled campaign: completed, counted as finished."""
+        await self.lifecycle.batch_finished(data.tenant_id, data.campaign_id, str(job.id))
+        return {**result.to_dict(), "cancelled": True}
+
     async def _compile(self, data: EmailJobData) -> CompiledCampaign:
         key = (data.tenant_id, data.campaign_id)
         if data.content is None and key in self._compiled:

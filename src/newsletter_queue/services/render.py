@@ -54,7 +54,17 @@ class RenderError(DeliveryError):
 
 
 class ContentError(DeliveryError):
-    """The campaign content itself is unusable (template syntax error, no body)."""
+    """The campaign content itself is unusable (template syntax error, no body).
+
+    ``field`` (``subject``, ``html``, ``text``, ``from_addr``, ``reply_to``, ``headers``)
+    and ``line`` (of a template) say where, when known.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None,
+                 line: int | None = None) -> None:
+        self.field = field
+        self.line = line
+        super().__init__(message)
 
 
 @dataclass(frozen=True)

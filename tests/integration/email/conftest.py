@@ -15,12 +15,23 @@ from newsletter_queue.processors.email import Delivery, EmailProcessor
 from newsletter_queue.services.render import Content
 from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.services.smtp import SmtpPool
+from newsletter_queue.system import System
 
 
 @pytest.fixture
 async def sink() -> AsyncIterator[SmtpSink]:
     async with SmtpSink() as running:
         yield running
+
+
+@pytest.fixture
+async def system(settings: Settings) -> AsyncIterator[System]:
+    """A system (no workers yet) whose send rates never hold a test back."""
+    fast = settings.model_copy(update={"emails_per_second": 100_000,
+                                       "emails_per_second_per_tenant": 100_000})
+    running = System(fast, shutdown_timeout=10)
+    yield running
+    await running.stop()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,15 +16,6 @@ from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.services.store import CampaignRecord
 from newsletter_queue.system import System
 from tests.support.helpers import wait_for
-
-
-@pytest.fixture
-async def system(settings: Settings) -> AsyncIterator[System]:
-    fast = settings.model_copy(update={"emails_per_second": 100_000,
-                                       "emails_per_second_per_tenant": 100_000})
-    running = System(fast, shutdown_timeout=10)
-    yield running
-    await running.stop()
 
 
 @pytest.fixture

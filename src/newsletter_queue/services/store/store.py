@@ -38,6 +38,7 @@ from sqlalchemy.schema import CreateSchema
 from ...config import Settings
 from . import aggregate
 from .backend import async_url, create_engines, masked
+from .lookups import CampaignLookups
 from .models import (
     AIResult,
     Base,
@@ -66,7 +67,7 @@ log = logging.getLogger(__name__)
 _INIT_LOCK_KEY = 0x6E6C7131  # "nlq1": PostgreSQL advisory lock serialising init()
 
 
-class Store:
+class Store(CampaignLookups):
     """Campaigns, deliveries, events, stats, AI results and dead letters.
 
     Args:

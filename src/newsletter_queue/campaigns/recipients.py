@@ -57,8 +57,8 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
-from .errors import FieldError, JobValidationError
-from .jobs import Recipient, field_errors
+from ..errors import FieldError, JobValidationError
+from ..jobs import Recipient, field_errors
 
 MAX_LINE_BYTES = 64 * 1024
 """Longest line read (CSV line or NDJSON object; characters for a text handle); a longer
@@ -68,7 +68,7 @@ MAX_FIELD_CHARS = 4096
 WHOLE_ROW = "(row)"
 """``RowError.field`` of a problem that concerns the whole row, not one field."""
 
-Row = tuple[int, dict[str, Any]]
+Row = tuple[int, Mapping[str, Any]]
 Source = str | Path | IO[str] | IO[bytes]
 
 

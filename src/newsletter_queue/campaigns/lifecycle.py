@@ -9,9 +9,10 @@ that life is here:
    campaign, i)``. The ids are deterministic, so sending the same campaign twice adds
    nothing while the first jobs exist (the per-recipient ledger in ``services.send_ledger``
    additionally guarantees one message per recipient if a finished batch was removed
-   and is re-added). ``QueueManager.schedule_batch_email_sending`` is the producer's
+   and is re-added). ``QueueManager.schedule_batch_email_sending`` is the low-level
    entry point; it stores the plan (``CampaignLifecycle.planned``) and adds the batches
-   in one bulk call.
+   in one bulk call. ``Campaigns.send`` (``manage``) streams checked recipients into the
+   same batch ids, ``BULK_GROUP`` batches per bulk call.
 2. **Progress** (``CampaignProgress``): how many batches the campaign has is stored
    *before* any batch is added, so no batch can finish before the total is known. Each
    batch, when it finishes for good, adds its job id to a set.
@@ -45,16 +46,17 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import TypeAdapter, ValidationError
 
-from .config import Settings
-from .connection import AnyRedis
-from .errors import FieldError, JobValidationError
-from .jobs import EmailJobData, Recipient, field_errors, id_errors, payload_size
-from .keyspace import campaign_key
-from .queues import ANALYTICS_CAMPAIGN_COMPLETE, EMAIL_SEND_BATCH
+from ..config import Settings
+from ..connection import AnyRedis
+from ..errors import FieldError, JobValidationError
+from ..jobs import EmailJobData, Recipient, field_errors, id_errors, payload_size
+from ..keyspace import campaign_key
+from ..queues import ANALYTICS_CAMPAIGN_COMPLETE, EMAIL_SEND_BATCH
+from .control import CampaignControl
 
 if TYPE_CHECKING:
-    from .manager import QueueManager
-    from .snapshots import EnqueuedJob
+    from ..manager import QueueManager
+    from ..snapshots import EnqueuedJob
 
 log = logging.getLogger(__name__)
 
@@ -114,20 +116,31 @@ class CampaignPlan:
         Raises:
             JobValidationError: a batch's payload is over ``max_payload_bytes``.
         """
-        jobs: list[dict[str, Any]] = []
-        for index, (start, end) in enumerate(self.batches):
-            wire = {"campaignId": self.campaign_id, "tenantId": self.tenant_id,
-                    "recipients": self.recipients[start:end], "batchSize": self.batch_size}
-            size = payload_size(wire)
-            if size > max_payload_bytes:
-                raise JobValidationError("EmailJobData", [FieldError(
-                    f"recipients[{start}:{end}]",
-                    f"batch payload is {size} bytes; at most {max_payload_bytes}: "
-                    "use a smaller batch_size",
-                )])
-            jobs.append({"name": name, "data": wire, "opts": {
-                "jobId": batch_job_id(self.tenant_id, self.campaign_id, index), **opts}})
-        return jobs
+        return [batch_job(self.tenant_id, self.campaign_id, index, self.recipients[start:end],
+                          self.batch_size, opts, max_payload_bytes, name, first=start)
+                for index, (start, end) in enumerate(self.batches)]
+
+
+def batch_job(tenant_id: str, campaign_id: str, index: int, recipients: list[dict[str, Any]],
+              batch_size: int, opts: Mapping[str, Any], max_payload_bytes: int,
+              name: str = EMAIL_SEND_BATCH, *, first: int = 0) -> dict[str, Any]:
+    """Batch ``index`` of a campaign as a ``Queue.addBulk`` entry (``recipients`` in wire
+    form, the first of them recipient number ``first`` of the campaign).
+
+    Raises:
+        JobValidationError: the batch's payload is over ``max_payload_bytes``.
+    """
+    wire = {"campaignId": campaign_id, "tenantId": tenant_id,
+            "recipients": recipients, "batchSize": batch_size}
+    size = payload_size(wire)
+    if size > max_payload_bytes:
+        raise JobValidationError("EmailJobData", [FieldError(
+            f"recipients[{first}:{first + len(recipients)}]",
+            f"batch payload is {size} bytes; at most {max_payload_bytes}: "
+            "use a smaller batch_size",
+        )])
+    return {"name": name, "data": wire,
+            "opts": {"jobId": batch_job_id(tenant_id, campaign_id, index), **opts}}
 
 
 def plan_campaign(
@@ -220,8 +233,11 @@ class CampaignLifecycle:
         return CampaignProgress(self.client, self.key_prefix, tenant_id, campaign_id)
 
     async def planned(self, plan: CampaignPlan) -> None:
-        """Store how many batches ``plan`` has (before any of them is added)."""
+        """Store how many batches ``plan`` has (before any of them is added), and how many
+        recipients (what ``Campaigns.status`` shows as the total)."""
         await self.progress(plan.tenant_id, plan.campaign_id).set_total(len(plan.batches))
+        await CampaignControl(self.client, self.key_prefix, plan.tenant_id,
+                              plan.campaign_id).set_recipients(len(plan.recipients))
 
     async def batch_finished(self, tenant_id: str, campaign_id: str, batch_id: str) -> bool:
         """Count a batch that finished for good; complete the campaign if it was the last.
@@ -254,16 +270,3 @@ async def enqueue_campaign_complete(producer: QueueManager, tenant_id: str,
          "eventType": ANALYTICS_CAMPAIGN_COMPLETE},
         {"job_id": campaign_complete_job_id(tenant_id, campaign_id)})
 
-
-__all__ = [
-    "PROGRESS_TTL_S",
-    "CampaignLifecycle",
-    "CampaignPlan",
-    "CampaignProgress",
-    "CompletionHook",
-    "batch_job_id",
-    "campaign_complete_job_id",
-    "enqueue_campaign_complete",
-    "plan_batches",
-    "plan_campaign",
-]
