@@ -5,6 +5,7 @@ SQLite store. What workers do with the batches is in email/test_campaigns_manage
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from newsletter_queue import (
 )
 from newsletter_queue.campaigns import CampaignControl, batch_job_id
 from newsletter_queue.campaigns.manage import BULK_GROUP
+from newsletter_queue.campaigns.recipients import rows_from_csv
 
 
 async def _save(manager: QueueManager, campaign: str = "june") -> None:
@@ -218,3 +220,68 @@ async def test_a_send_interrupted_while_adding_batches_is_finished_by_sending_ag
     assert await _email_jobs(manager) == 3
     assert not (await manager.campaigns.send("t1", "june", [{"email": "x@example.com"}])
                 ).created
+
+
+def _csv(tmp_path: Path, count: int) -> Path:
+    """``count`` rows; row 3 repeats row 1's address shouted, row 5 is bad."""
+    lines = ["email,name,plan"]
+    for i in range(1, count + 1):
+        email = {3: "R1@EXAMPLE.COM", 5: "not-an-address"}.get(i, f"r{i}@example.com")
+        lines.append(f"{email},Reader {i},p{i}")
+    path = tmp_path / "recipients.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def _batched_emails(manager: QueueManager, batches: int) -> list[str]:
+    emails: list[str] = []
+    for index in range(batches):
+        job = await manager.get_job("email", batch_job_id("t1", "june", index))
+        assert job is not None
+        emails += [r["email"] for r in job.data["recipients"]]
+    return emails
+
+
+async def test_a_file_sent_from_an_open_handle_is_read_once_and_enqueued_whole(
+        manager: QueueManager, tmp_path: Path) -> None:
+    # A handle can be read only once: the rows are checked and enqueued in one pass.
+    await _save(manager)
+    path = _csv(tmp_path, 25)
+    with path.open("rb") as handle:
+        result = await manager.campaigns.send("t1", "june", rows_from_csv(handle),
+                                              partial=True, batch_size=10)
+    assert (result.recipients, result.duplicates, result.batches) == (23, 1, 3)
+    assert [(r.row, r.field) for r in result.skipped] == [(5, "email")]
+    expected = [f"r{i}@example.com" for i in range(1, 26) if i not in (3, 5)]
+    assert await _batched_emails(manager, 3) == expected
+    first = await manager.get_job("email", batch_job_id("t1", "june", 0))
+    assert first is not None
+    assert first.data["recipients"][0] == {
+        "email": "r1@example.com", "name": "Reader 1", "personalizations": {"plan": "p1"}}
+    assert await _email_jobs(manager) == 3
+
+
+async def test_a_file_with_bad_rows_enqueues_nothing_unless_partial_and_sends_once(
+        manager: QueueManager, tmp_path: Path) -> None:
+    await _save(manager)
+    path = _csv(tmp_path, 12)
+    with pytest.raises(RecipientsError) as caught:
+        await manager.campaigns.send("t1", "june", rows_from_csv(path), batch_size=5)
+    assert [r.row for r in caught.value.rows] == [5]
+    assert await _email_jobs(manager) == 0
+    assert (await manager.campaigns.status("t1", "june")).state == "draft"
+    first = await manager.campaigns.send("t1", "june", rows_from_csv(path), partial=True,
+                                         batch_size=5)
+    again = await manager.campaigns.send("t1", "june", rows_from_csv(path), partial=True,
+                                         batch_size=5)
+    assert (first.created, first.recipients, first.batches) == (True, 10, 2)
+    assert (again.created, again.batches) == (False, 0)
+    assert await _email_jobs(manager) == 2
+
+
+async def test_a_one_shot_generator_of_rows_is_enqueued_whole(manager: QueueManager) -> None:
+    await _save(manager)
+    rows = ((i, {"email": f"g{i}@example.com"}) for i in range(1, 31))
+    result = await manager.campaigns.send("t1", "june", rows, batch_size=7)
+    assert (result.recipients, result.batches) == (30, 5)
+    assert await _batched_emails(manager, 5) == [f"g{i}@example.com" for i in range(1, 31)]

@@ -20,6 +20,7 @@ from newsletter_queue.campaigns.recipients import (
     rows_from_csv,
     rows_from_iterable,
     rows_from_ndjson,
+    spool_recipients,
     valid_recipients,
 )
 from newsletter_queue.errors import JobValidationError
@@ -296,3 +297,38 @@ def test_many_rows_stream_without_a_list(tmp_path: Path) -> None:
     assert (check.valid, check.duplicates, check.errors) == (19_000, 1_000, [])
     assert sum(1 for _ in valid_recipients(rows)) == 19_000
     assert json.dumps(next(iter(valid_recipients(rows))))  # wire dicts are JSON-ready
+
+
+def test_spooling_checks_and_keeps_the_good_rows_in_one_pass(tmp_path: Path) -> None:
+    path = write(tmp_path, "email,name,plan\na@example.com,A,pro\nbad,B,x\n"
+                           "A@EXAMPLE.COM,Again,free\nb@example.com,Bé \u2603,\n")
+    expected = check_recipients(rows_from_csv(path))
+    with path.open("rb") as handle, spool_recipients(rows_from_csv(handle)) as spooled:
+        assert spooled.check == expected
+        assert (spooled.check.valid, spooled.check.duplicates, rows_of(spooled.check)) == (
+            2, 1, [2])
+        assert list(spooled) == list(valid_recipients(rows_from_csv(path))) == [
+            {"email": "a@example.com", "name": "A", "personalizations": {"plan": "pro"}},
+            {"email": "b@example.com", "name": "Bé \u2603", "personalizations": {"plan": ""}}]
+        assert list(spooled) == list(spooled)  # each pass reads the spool from its start
+
+
+def test_a_large_spool_moves_to_a_file_and_reads_back_the_same(tmp_path: Path) -> None:
+    rows = [(i, {"email": f"u{i}@example.com", "name": f"U {i}",
+                 "personalizations": {"note": f"line\nbreak {i}"}}) for i in range(1, 2001)]
+    with spool_recipients(iter(rows), memory_bytes=4096) as spooled:
+        assert spooled._spool._rolled  # type: ignore[attr-defined]
+        assert spooled.check.valid == 2000
+        assert list(spooled) == [dict(row) for _, row in rows]
+        batches = list(spooled.batches(300))
+        assert [len(b) for b in batches] == [300] * 6 + [200]
+        assert [w for b in batches for w in b] == [dict(row) for _, row in rows]
+    small = spool_recipients(iter(rows[:3]))
+    assert not small._spool._rolled  # type: ignore[attr-defined]
+    small.close()
+
+
+def test_spooling_an_unusable_file_raises_row_zero(tmp_path: Path) -> None:
+    with pytest.raises(RecipientsError) as caught:
+        spool_recipients(rows_from_csv(write(tmp_path, "name\nAnn\n")))
+    assert [(r.row, r.field) for r in caught.value.rows] == [(0, "email")]

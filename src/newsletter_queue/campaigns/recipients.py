@@ -9,8 +9,15 @@ read in bounded memory (``bench/recipients.py`` measures it).
 Written by hand rather than with a data-loading library: the standard library's ``csv``
 and ``json`` modules do the parsing; what is ours is the part no library does for us —
 the row numbers, the per-row verdicts of our own model, the bounded dedupe, the caps on
-hostile input and the streaming that lets the same path be read twice (once to check,
-once to send).
+hostile input and the streaming.
+
+A send reads its rows once: ``spool_recipients`` checks every row and writes the good
+ones (wire form, one JSON line each) to a temporary file as it goes — in memory up to
+``SPOOL_MEMORY_BYTES``, then on disk in the system's temporary directory (``TMPDIR``;
+about 100 bytes per recipient) — so nothing is enqueued before the whole input was
+checked, and the batches are then read back from the spool without parsing or
+validating anything again. A source that can be read only once (an open handle, a
+generator) is therefore fine.
 
 Sources
     ``rows_from_csv``: a header row is required. It must have an ``email`` column
@@ -49,10 +56,13 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import itertools
 import json
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import IO, Any
 
 from pydantic import ValidationError
@@ -65,6 +75,9 @@ MAX_LINE_BYTES = 64 * 1024
 one is its row's error."""
 MAX_FIELD_CHARS = 4096
 """Longest personalisation value (its JSON text when it is not a string)."""
+SPOOL_MEMORY_BYTES = 8 * 2**20
+"""How much of a send's checked recipients ``spool_recipients`` keeps in memory before its
+spool moves to a temporary file."""
 WHOLE_ROW = "(row)"
 """``RowError.field`` of a problem that concerns the whole row, not one field."""
 
@@ -363,12 +376,20 @@ def check_recipients(rows: Iterable[Row], *, max_errors: int = 100) -> Recipient
     Raises:
         RecipientsError: the source cannot be read at all (row 0).
     """
+    return _check(rows, max_errors, None)
+
+
+def _check(rows: Iterable[Row], max_errors: int,
+           keep: Callable[[dict[str, Any]], object] | None) -> RecipientCheck:
+    """The pass of ``check_recipients``; ``keep`` is given each good row's wire dict."""
     valid = duplicates = 0
     errors: list[RowError] = []
     truncated = False
     for number, wire, problems in _screened(rows):
         if wire is not None:
             valid += 1
+            if keep is not None:
+                keep(wire)
         elif not problems:
             duplicates += 1
         for field, message in problems:
@@ -377,6 +398,63 @@ def check_recipients(rows: Iterable[Row], *, max_errors: int = 100) -> Recipient
             else:
                 truncated = True
     return RecipientCheck(valid, duplicates, errors, truncated)
+
+
+class SpooledRecipients:
+    """The verdict of one pass (``check``) and the good rows it kept, in a temporary file.
+
+    Iterating yields the wire dicts in input order, ``batches(n)`` lists of them (each
+    pass reads the spool from its start; a list is parsed as one JSON array). A context
+    manager: leaving it (or ``close``) deletes the spool.
+    """
+
+    def __init__(self, check: RecipientCheck, spool: IO[bytes]) -> None:
+        self.check = check
+        self._spool = spool
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in self.batches(1000):
+            yield from batch
+
+    def batches(self, size: int) -> Iterator[list[dict[str, Any]]]:
+        """The wire dicts in lists of ``size`` (the last one shorter), from the start."""
+        spool = self._spool
+        spool.seek(0)
+        while lines := list(itertools.islice(spool, size)):
+            batch: list[dict[str, Any]] = json.loads(b"[" + b",".join(lines) + b"]")
+            yield batch
+
+    def close(self) -> None:
+        self._spool.close()
+
+    def __enter__(self) -> SpooledRecipients:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+
+def spool_recipients(rows: Iterable[Row], *, max_errors: int = 100,
+                     memory_bytes: int = SPOOL_MEMORY_BYTES) -> SpooledRecipients:
+    """``check_recipients`` and ``valid_recipients`` in one pass: the counts and errors,
+    and the good rows (deduplicated, wire form) spooled for reading back — in memory up
+    to ``memory_bytes``, then in a temporary file (see the module docstring).
+
+    Raises:
+        RecipientsError: the source cannot be read at all (row 0); nothing is left
+            behind.
+    """
+    spool = tempfile.SpooledTemporaryFile(max_size=memory_bytes, mode="w+b")  # noqa: SIM115
+    dumps = json.dumps
+    write = spool.write
+    try:
+        check = _check(rows, max_errors, lambda wire: write(
+            (dumps(wire, separators=(",", ":")) + "\n").encode("ascii")))
+    except BaseException:
+        spool.close()
+        raise
+    return SpooledRecipients(check, spool)
 
 
 def valid_recipients(rows: Iterable[Row]) -> Iterator[dict[str, Any]]:
