@@ -12,11 +12,11 @@ the row numbers, the per-row verdicts of our own model, the bounded dedupe, the 
 hostile input and the streaming.
 
 A send reads its rows once: ``spool_recipients`` checks every row and writes the good
-ones (wire form, one JSON line each) to a temporary file as it goes — in memory up to
-``SPOOL_MEMORY_BYTES``, then on disk in the system's temporary directory (``TMPDIR``;
-about 100 bytes per recipient) — so nothing is enqueued before the whole input was
-checked, and the batches are then read back from the spool without parsing or
-validating anything again. A source that can be read only once (an open handle, a
+ones (wire form, a JSON array per thousand) to a temporary file as it goes — in memory
+up to ``SPOOL_MEMORY_BYTES``, then on disk in the system's temporary directory
+(``TMPDIR``; about 100 bytes per recipient) — so nothing is enqueued before the whole
+input was checked, and the batches are then read back from the spool without parsing
+or validating the input again. A source that can be read only once (an open handle, a
 generator) is therefore fine.
 
 Sources
@@ -56,7 +56,6 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
-import itertools
 import json
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -78,6 +77,7 @@ MAX_FIELD_CHARS = 4096
 SPOOL_MEMORY_BYTES = 8 * 2**20
 """How much of a send's checked recipients ``spool_recipients`` keeps in memory before its
 spool moves to a temporary file."""
+_SPOOL_CHUNK = 1000  # wire dicts per line of the spool (one JSON array each)
 WHOLE_ROW = "(row)"
 """``RowError.field`` of a problem that concerns the whole row, not one field."""
 
@@ -404,7 +404,7 @@ class SpooledRecipients:
     """The verdict of one pass (``check``) and the good rows it kept, in a temporary file.
 
     Iterating yields the wire dicts in input order, ``batches(n)`` lists of them (each
-    pass reads the spool from its start; a list is parsed as one JSON array). A context
+    pass reads the spool from its start, a thousand rows per ``json.loads``). A context
     manager: leaving it (or ``close``) deletes the spool.
     """
 
@@ -413,16 +413,23 @@ class SpooledRecipients:
         self._spool = spool
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for batch in self.batches(1000):
+        for batch in self.batches(_SPOOL_CHUNK):
             yield from batch
 
     def batches(self, size: int) -> Iterator[list[dict[str, Any]]]:
         """The wire dicts in lists of ``size`` (the last one shorter), from the start."""
         spool = self._spool
         spool.seek(0)
-        while lines := list(itertools.islice(spool, size)):
-            batch: list[dict[str, Any]] = json.loads(b"[" + b",".join(lines) + b"]")
-            yield batch
+        pending: list[dict[str, Any]] = []
+        for line in spool:
+            pending.extend(json.loads(line))
+            start = 0
+            while len(pending) - start >= size:
+                yield pending[start:start + size]
+                start += size
+            del pending[:start]
+        if pending:
+            yield pending
 
     def close(self) -> None:
         self._spool.close()
@@ -446,11 +453,21 @@ def spool_recipients(rows: Iterable[Row], *, max_errors: int = 100,
             behind.
     """
     spool = tempfile.SpooledTemporaryFile(max_size=memory_bytes, mode="w+b")  # noqa: SIM115
-    dumps = json.dumps
-    write = spool.write
+    pending: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        spool.write((json.dumps(pending, separators=(",", ":")) + "\n").encode("ascii"))
+        pending.clear()
+
+    def keep(wire: dict[str, Any]) -> None:
+        pending.append(wire)
+        if len(pending) >= _SPOOL_CHUNK:
+            flush()
+
     try:
-        check = _check(rows, max_errors, lambda wire: write(
-            (dumps(wire, separators=(",", ":")) + "\n").encode("ascii")))
+        check = _check(rows, max_errors, keep)
+        if pending:
+            flush()
     except BaseException:
         spool.close()
         raise
