@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 
 BULK_GROUP = 100
 """Batches per ``addBulk`` call (one MULTI/EXEC each): a million recipients in 100-row
-batches are 100 calls, which cost under a tenth of the send (``bench/campaign_send.py``)."""
+batches are 100 calls. The bulk adds are about a seventh of a send's time
+(``bench/campaign_send.py --profile``), spent per job rather than per call."""
 
 _CONTENT_FIELDS = ("subject", "html", "text", "from_addr", "reply_to", "headers")
 
