@@ -18,7 +18,7 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -38,6 +38,10 @@ UPLOAD_TYPES = {"text/csv": rows_from_csv, "application/x-ndjson": rows_from_ndj
                 "application/ndjson": rows_from_ndjson}
 _SEND_PATH = re.compile(r"^/api/tenants/[^/]+/campaigns/[^/]+/send/?$")
 MAX_PAGE = 10_000_000
+CONTROL = {
+    "pause": "Pause a scheduled or sending campaign (its batches stop at their next chunk)",
+    "resume": "Resume a paused campaign",
+    "cancel": "Cancel a campaign: nothing more is sent (409 once completed or cancelled)"}
 
 Tenant = Annotated[str, Path(description="tenant id")]
 Campaign = Annotated[str, Path(description="campaign id")]
@@ -176,22 +180,15 @@ def build_router(ctx: ApiContext) -> APIRouter:
         await ctx.redis_ready()
         return (await campaigns.status(tenant, campaign)).to_dict()
 
-    @router.post("/campaigns/{campaign}/pause", summary="Pause a scheduled or sending "
-                 "campaign (its batches stop at their next chunk)")
-    async def pause(tenant: Tenant, campaign: Campaign) -> Any:
-        await ctx.redis_ready()
-        return (await campaigns.pause(tenant, campaign)).to_dict()
+    def control(action: str) -> Callable[[str, str], Awaitable[Any]]:
+        async def route(tenant: Tenant, campaign: Campaign) -> Any:
+            await ctx.redis_ready()
+            return (await getattr(campaigns, action)(tenant, campaign)).to_dict()
+        return route
 
-    @router.post("/campaigns/{campaign}/resume", summary="Resume a paused campaign")
-    async def resume(tenant: Tenant, campaign: Campaign) -> Any:
-        await ctx.redis_ready()
-        return (await campaigns.resume(tenant, campaign)).to_dict()
-
-    @router.post("/campaigns/{campaign}/cancel", summary="Cancel a campaign: nothing more "
-                 "is sent")
-    async def cancel(tenant: Tenant, campaign: Campaign) -> Any:
-        await ctx.redis_ready()
-        return (await campaigns.cancel(tenant, campaign)).to_dict()
+    for action, summary in CONTROL.items():
+        router.add_api_route(f"/campaigns/{{campaign}}/{action}", control(action),
+                             methods=["POST"], summary=summary, name=action)
 
     @router.get("/campaigns/{campaign}/recipients/{email}",
                 summary="The delivery of one address in the campaign (404 if none)")

@@ -57,7 +57,7 @@ class BodyLimitMiddleware:
         limit = self.max_bytes
         refuse = too_large
         if self.is_upload is not None and self.is_upload(scope):
-            limit, refuse = max(self.upload_max_bytes, limit), upload_too_large
+            limit, refuse = self.upload_max_bytes or limit, upload_too_large
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 declared = int(value) if value.isdigit() else -1
