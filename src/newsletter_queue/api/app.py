@@ -28,7 +28,7 @@ from .. import __version__
 from ..config import Settings, load_settings
 from ..manager import QueueManager
 from ..system import System
-from . import dev, jobs
+from . import campaigns, dev, jobs
 from .context import ApiContext
 from .errors import error_response, install_error_handlers
 from .limits import BodyLimitMiddleware
@@ -125,6 +125,7 @@ def create_app(settings: Settings | None = None, *, manager: QueueManager | None
     if ctx.dev_enabled:
         app.include_router(dev.build_router(ctx))
         app.include_router(jobs.build_router(ctx))
+        app.include_router(campaigns.build_router(ctx))
         app.mount("/dashboard/static", StaticFiles(directory=STATIC), name="dashboard-static")
 
         @app.get("/dashboard", include_in_schema=False)
