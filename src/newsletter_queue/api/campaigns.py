@@ -14,7 +14,7 @@ from ..campaigns import CampaignSummary
 from ..errors import CampaignNotFoundError
 from .context import ApiContext
 from .errors import ApiError
-from .jobs import conflict_is_409
+from .jobs import MAX_PAGE, conflict_is_409
 
 
 def summary_dict(item: CampaignSummary) -> dict[str, Any]:
@@ -28,7 +28,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
     campaigns = ctx.manager.campaigns
 
     @router.get("", summary="A tenant's campaigns, newest first")
-    async def list_campaigns(tenant: str, page: Annotated[int, Query(ge=1)] = 1,
+    async def list_campaigns(tenant: str, page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
                              page_size: Annotated[int, Query(ge=1, le=100)] = 20) -> Any:
         found = await campaigns.list(tenant, page, page_size)
         return {"tenant": tenant, "page": found.page, "page_size": found.page_size,
