@@ -398,6 +398,9 @@ def _check_bind(settings: Settings, host: str) -> None:
         raise typer.Exit(1) from None
 
 
+app.add_typer(importlib.import_module(f"{__package__}.cli_campaigns").app, name="campaign")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

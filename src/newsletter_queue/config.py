@@ -215,6 +215,10 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(
         default=1_048_576, ge=1024,
         description="Largest request body the API reads; larger ones get 413")
+    api_max_upload_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024,
+        description="Largest recipients upload (CSV/NDJSON body of a campaign send) the "
+                    "API accepts, streamed to a temporary file; larger ones get 413")
     dev_mode: bool = Field(
         default=True, description="Enables dev tools, dev API and destructive dev actions"
     )

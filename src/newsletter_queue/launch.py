@@ -15,7 +15,6 @@ one ``System`` (``system.py``), which handles the signals and stops it all in or
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import sys
 import traceback
@@ -205,8 +204,7 @@ async def run_system(
                 services = await _start_dev_system(system, host, port, queues)
                 if demo:
                     assert services.manager is not None
-                    assert services.store is not None
-                    count = await send_demo_campaign(services.manager, services.store)
+                    count = await send_demo_campaign(services.manager)
                     _say(f"demo campaign queued: {count} recipients in batches of 50")
                 _say("press Ctrl-C to stop")
                 await system.wait()
@@ -265,22 +263,24 @@ DEMO_CONTENT = CampaignRecord(
 )
 
 
-async def send_demo_campaign(manager: QueueManager, store: Store, recipients: int = 200
-                             ) -> int:
-    """Store a demo campaign and enqueue it (plus an AI job) — for ``up --demo``."""
+async def send_demo_campaign(manager: QueueManager, recipients: int = 200) -> int:
+    """Save a demo campaign and send it through ``manager.campaigns`` (plus an AI job) —
+    for ``up --demo``; it shows in the dashboard's Campaigns panel (tenant
+    ``demo-tenant``)."""
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-    campaign = dataclasses.replace(DEMO_CONTENT, campaign_id=f"welcome-demo-{stamp}")
-    await store.upsert_campaign(campaign)  # content first: batches may start at once
+    demo = DEMO_CONTENT
+    campaign_id = f"welcome-demo-{stamp}"
+    await manager.campaigns.save(demo.tenant_id, campaign_id, subject=demo.subject,
+                                 html=demo.html, text=demo.text, from_addr=demo.from_addr)
     rows = [{"email": f"reader{i}@demo.example", "name": f"Reader {i}",
              "personalizations": {"plan": "pro" if i % 3 else "free"}}
             for i in range(recipients)]
-    await manager.schedule_batch_email_sending(campaign.campaign_id, campaign.tenant_id,
-                                               rows, 50)
+    result = await manager.campaigns.send(demo.tenant_id, campaign_id, rows, batch_size=50)
     await manager.schedule_ai_job("subject-optimization", {
-        "tenantId": campaign.tenant_id, "type": "subject-optimization",
+        "tenantId": demo.tenant_id, "type": "subject-optimization",
         "data": {"subjects": ["Welcome!", "FREE OFFER!!! ACT NOW",
                               "{{ name }}, your first issue is here"]}})
-    return recipients
+    return result.recipients
 
 
 def _say(message: str) -> None:

@@ -33,7 +33,7 @@ from tests.cluster.redcluster import LocalCluster
 from tests.conftest import make_settings
 from tests.security.acl import CLUSTER_COMMANDS, acl_rules
 from tests.support.execution_log import read_records
-from tests.support.helpers import wait_for
+from tests.support.helpers import wait_for, wait_for_sink_total
 
 REPO = Path(__file__).resolve().parents[2]
 FAST_MAIL = {"emails_per_second": 100_000, "emails_per_second_per_tenant": 100_000}
@@ -117,7 +117,7 @@ async def test_enqueue_process_and_monitor_on_a_cluster(
                 text="Dear {{ name }}", from_addr="News <news@example.com>"))
             workers = system.start_workers(services.registry())
             services.attach_hooks(workers)
-            await asyncio.wait_for(sink.handler.wait_for_total(251), 120)
+            await wait_for_sink_total(sink.handler, 251)
 
             async def all_done() -> Any:
                 s = await manager.get_all_queue_stats()
@@ -199,7 +199,7 @@ async def test_four_worker_processes_on_two_queues_run_every_job_once(
             ai_jobs = [await manager.schedule_ai_job("subject-optimization", {
                 "tenantId": "t2", "type": "subject-optimization",
                 "data": {"subjects": [f"Subject {i}", "Another one"]}}) for i in range(20)]
-            await asyncio.wait_for(sink.handler.wait_for_total(600), 90)
+            await wait_for_sink_total(sink.handler, 600)
 
             async def finished() -> bool:
                 s = await manager.get_all_queue_stats()

@@ -14,6 +14,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -70,6 +71,14 @@ def test_up_demo_delivers_the_campaign_and_stops_cleanly(tmp_path: Path) -> None
         assert isinstance(stats, dict)
         # The records: every delivery and the campaign-complete stats row.
         assert asyncio.run(_demo_stats(tmp_path)) == (200, 0, 0)
+        # Sent through manager.campaigns: the dashboard's Campaigns panel lists it.
+        listed = _poll(f"{base}/api/tenants/demo-tenant/campaigns",
+                       lambda p: p["total"] == 1
+                       and _numbers(p["campaigns"][0])["state"] == "completed", 60)
+        assert isinstance(listed, dict)
+        demo = listed["campaigns"][0]
+        assert demo["campaign_id"].startswith("welcome-demo-")
+        assert (_numbers(demo)["sent"], _numbers(demo)["pending"]) == (200, 0)
         state = json.loads((tmp_path / "redis" / "server.json").read_text())
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
@@ -85,6 +94,11 @@ def test_up_demo_delivers_the_campaign_and_stops_cleanly(tmp_path: Path) -> None
     while _pid_alive(int(state["pid"])) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _pid_alive(int(state["pid"])), "the embedded Redis outlived `up`"
+
+
+def _numbers(item: dict[str, Any]) -> dict[str, Any]:
+    """A listed campaign's status (nested under "status", or the item itself)."""
+    return item.get("status") or item  # type: ignore[no-any-return]
 
 
 async def _demo_stats(state_dir: Path) -> tuple[int, int, int]:

@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from newsletter_queue.services.sink import SinkHandler
 
 T = TypeVar("T")
 
@@ -46,3 +49,19 @@ async def silent_server() -> AsyncIterator[int]:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def wait_for_sink_total(handler: SinkHandler, total: int, *,
+                              stall_timeout: float = 120.0) -> None:
+    """Wait until the sink accepted ``total`` recipients in all.
+
+    It fails only when no recipient arrives for ``stall_timeout`` seconds: a slow or busy
+    machine sends more slowly and is waited for, a send that stopped is reported with how
+    far it got.
+    """
+    while (done := sum(handler.counts.values())) < total:
+        try:
+            await asyncio.wait_for(handler.wait_for_total(done + 1), stall_timeout)
+        except TimeoutError:
+            raise AssertionError(f"the sink accepted {done} of {total} recipients, then "
+                                 f"nothing for {stall_timeout} s") from None

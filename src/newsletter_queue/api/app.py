@@ -1,10 +1,12 @@
 """The FastAPI app: health probes, Prometheus metrics, the dev API and the dashboard.
 
 ``create_app(settings)`` always serves ``/healthz`` (liveness), ``/readyz`` (Redis
-reachable) and ``/metrics``; the dev API (``/api/dev/...``) and the dashboard
+reachable), ``/metrics`` and the campaign routes (``/api/tenants/{tenant}/campaigns``,
+``campaigns.py``); the dev API (``/api/dev/...``) and the dashboard
 (``/dashboard``) are mounted only when ``settings.dev_mode`` or ``settings.dev_api`` is
 on. Access rules are in ``security.py``; error shapes in ``errors.py``; the request
-body cap in ``limits.py``.
+body caps (1 MiB, and ``NLQ_API_MAX_UPLOAD_BYTES`` for recipient uploads) in
+``limits.py``.
 
 ``serve_api`` runs the app alone (the CLI's ``api`` command); ``run_system`` serves the
 same app beside the workers. Both go through ``System.serve``, the one uvicorn setup.
@@ -28,7 +30,7 @@ from .. import __version__
 from ..config import Settings, load_settings
 from ..manager import QueueManager
 from ..system import System
-from . import dev, jobs
+from . import campaigns, dev, jobs
 from .context import ApiContext
 from .errors import error_response, install_error_handlers
 from .limits import BodyLimitMiddleware
@@ -86,7 +88,9 @@ def create_app(settings: Settings | None = None, *, manager: QueueManager | None
         return response
 
     # Added last, so outermost: an oversized body is refused before anything reads it.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes,
+                       upload_max_bytes=settings.api_max_upload_bytes,
+                       is_upload=campaigns.is_upload)
 
     @app.get("/healthz", tags=["probes"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
@@ -105,6 +109,7 @@ def create_app(settings: Settings | None = None, *, manager: QueueManager | None
         body, content_type = await render_metrics(ctx)
         return Response(body, media_type=content_type)
 
+    app.include_router(campaigns.build_router(ctx))
     app.mount(DOCS_STATIC, StaticFiles(directory=DOCS_FILES), name="docs-static")
 
     @app.get("/docs", include_in_schema=False)

@@ -1,10 +1,13 @@
 """JSON errors of the API: every failure is ``{"error": "...", ...}``, never a traceback.
 
 Mapping: unknown action or queue → 400 (listing the valid ones); a body or query that
-fails validation → 422; unknown job or dead letter → 404; a state conflict (retrying a
-job that is not failed …) → 409; a body over the size cap → 413; Redis unreachable →
-503; this process overloaded (a command waited longer than ``redis_command_timeout_s``
-for one of its ``redis_max_connections`` connections) → 503 with ``Retry-After`` and
+fails validation → 422 (bad recipient rows: 422 with ``rows``, each ``{"row", "field",
+"message"}``; a campaign template or header refused: 422 with ``field`` and ``line``);
+unknown job, dead letter or campaign → 404; a state conflict (retrying a job that is not
+failed, pausing a campaign that is not sending …) → 409 with its details (``state`` …);
+a body over its size cap → 413; Redis unreachable → 503; this process overloaded (a
+command waited longer than ``redis_command_timeout_s`` for one of its
+``redis_max_connections`` connections) → 503 with ``Retry-After`` and
 ``"overloaded": true`` — never reported as an outage; anything unexpected → 500 with an
 opaque incident id (the traceback goes to the log, not to the client).
 """
@@ -23,8 +26,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from ..campaigns.recipients import RecipientsError
 from ..connection import PoolExhaustedError
 from ..errors import (
+    AdminConflictError,
+    CampaignNotFoundError,
     ConfigurationError,
     JobNotFoundError,
     JobValidationError,
@@ -33,6 +39,7 @@ from ..errors import (
     QueueNotFoundError,
     RedisServerError,
 )
+from ..services.render import ContentError
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +74,11 @@ def too_large(limit: int) -> JSONResponse:
                                "(NLQ_API_MAX_BODY_BYTES)", limit=limit)
 
 
+def upload_too_large(limit: int) -> JSONResponse:
+    return error_response(413, f"upload too large: the limit is {limit} bytes "
+                               "(NLQ_API_MAX_UPLOAD_BYTES)", limit=limit)
+
+
 def _clean_validation(errors: list[Any]) -> list[dict[str, Any]]:
     """pydantic/FastAPI error details without the submitted input (never echo input)."""
     out = []
@@ -90,6 +102,21 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, JobValidationError)
         return error_response(422, str(exc), errors=[
             {"field": e.path, "message": e.message} for e in exc.errors])
+
+    async def bad_recipients(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RecipientsError)
+        return error_response(422, str(exc), errors=[
+            {"field": e.path, "message": e.message} for e in exc.errors],
+            rows=[{"row": r.row, "field": r.field, "message": r.message} for r in exc.rows],
+            truncated=exc.truncated)
+
+    async def bad_content(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ContentError)
+        return error_response(422, str(exc), field=exc.field, line=exc.line)
+
+    async def conflict(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AdminConflictError)
+        return error_response(409, str(exc), **exc.details)
 
     async def request_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -122,7 +149,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(QueueNotFoundError, queue_not_found)
     app.add_exception_handler(JobValidationError, job_validation)
     app.add_exception_handler(RequestValidationError, request_validation)
+    app.add_exception_handler(RecipientsError, bad_recipients)
+    app.add_exception_handler(ContentError, bad_content)
     app.add_exception_handler(JobNotFoundError, not_found)
+    app.add_exception_handler(CampaignNotFoundError, not_found)
+    app.add_exception_handler(AdminConflictError, conflict)
     app.add_exception_handler(RedisServerError, redis_down)
     app.add_exception_handler(RedisConnectionError, redis_down)
     app.add_exception_handler(RedisTimeoutError, redis_down)

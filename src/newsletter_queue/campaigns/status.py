@@ -32,6 +32,10 @@ class SendResult:
     duplicates: int = 0
     skipped: list[RowError] = field(default_factory=list)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able; ``skipped`` as ``{"row", "field", "message"}`` objects."""
+        return asdict(self)
+
 
 @dataclass(frozen=True)
 class CampaignStatus:
@@ -98,6 +102,13 @@ class CampaignSummary:
     created_at: datetime | None
     status: CampaignStatus
 
+    def to_dict(self) -> dict[str, Any]:
+        """``campaign_id``, ``subject``, ``created_at`` (ISO) and ``status``
+        (``CampaignStatus.to_dict()``)."""
+        return {"campaign_id": self.campaign_id, "subject": self.subject,
+                "created_at": self.created_at.isoformat() if self.created_at else None,
+                "status": self.status.to_dict()}
+
 
 @dataclass(frozen=True)
 class CampaignPage:
@@ -107,6 +118,12 @@ class CampaignPage:
     page: int
     page_size: int
     total: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """``page``, ``page_size``, ``total`` (campaigns of the tenant) and
+        ``campaigns`` (``CampaignSummary.to_dict()`` each, newest first)."""
+        return {"page": self.page, "page_size": self.page_size, "total": self.total,
+                "campaigns": [item.to_dict() for item in self.items]}
 
 
 def _time(ms: int | None) -> datetime | None:

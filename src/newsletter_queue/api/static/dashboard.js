@@ -7,7 +7,7 @@ const PAGE_SIZE = 20;
 const $ = (id) => document.getElementById(id);
 const state = {
   live: true, queues: [], page: 1, total: 0, drawerJob: null, lastFocus: null,
-  rendered: {}, timer: null, busy: false,
+  rendered: {}, timer: null, busy: false, tenant: "", campaignPage: 1, drawerCampaign: null,
 };
 
 // ---------- small helpers ----------
@@ -273,6 +273,7 @@ async function loadJobs() {
   if (search) qs.set("search", search);
   const data = await api(`/api/dev/queues/${encodeURIComponent(queue)}/jobs?${qs}`);
   state.total = data.total;
+  noteTenants(data.jobs.map((j) => j.tenant_id));
   renderIfChanged("jobs", data, renderJobs);
 }
 
@@ -298,6 +299,7 @@ function renderJobs(data) {
 
 async function openJob(queue, id) {
   state.lastFocus = document.activeElement;
+  state.drawerCampaign = null;
   state.drawerJob = { queue, id };
   const drawer = $("drawer");
   $("drawer-title").textContent = `Job ${id} (${queue})`;
@@ -314,6 +316,7 @@ async function openJob(queue, id) {
 function closeDrawer() {
   $("drawer").hidden = true;
   state.drawerJob = null;
+  state.drawerCampaign = null;
   if (state.lastFocus && document.contains(state.lastFocus)) state.lastFocus.focus();
 }
 
@@ -345,6 +348,207 @@ function renderDrawer(job) {
       h("pre", { class: "stack", "data-testid": "stacktrace", "aria-label": `Attempt ${i + 1} stack trace` }, s)))
       : h("p", { class: "empty" }, "No stack traces."),
     job.return_value !== null ? h("div", {}, h("h3", {}, "Return value"), h("pre", {}, json(job.return_value))) : null);
+}
+
+// ---------- campaigns ----------
+// A tenant's campaigns (GET /api/tenants/{tenant}/campaigns), refreshed with the rest.
+const CAMPAIGN_PAGE_SIZE = 20;
+const OUTCOMES = ["sent", "bounced", "failed", "pending"];
+const campaignPath = (tenant, id) => `/api/tenants/${encodeURIComponent(tenant)}/campaigns` +
+  (id === undefined ? "" : `/${encodeURIComponent(id)}`);
+// A list item carries its status nested ({campaign_id, subject, status: {...}}) or flat.
+const campaignStatus = (c) => c.status || c;
+const fmtIso = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
+const fmtPct = (v) => (v === null || v === undefined ? "–" : `${(v * 100).toFixed(1)}%`);
+const fmtRate = (s) => `${Number(s.rate || 0).toFixed(1)} msg/s` +
+  (s.eta_seconds === null || s.eta_seconds === undefined ? "" : ` · ETA ${fmtAge(s.eta_seconds)}`);
+
+function noteTenants(ids) {
+  const list = $("campaign-tenants");
+  const known = new Set([...list.options].map((o) => o.value));
+  for (const id of ids) {
+    if (!id || known.has(id)) continue;
+    known.add(id);
+    list.append(h("option", { value: id }));
+  }
+  if (!state.tenant && list.options.length) chooseTenant(list.options[0].value);
+}
+
+function chooseTenant(tenant) {
+  state.tenant = tenant.trim();
+  state.campaignPage = 1;
+  $("campaign-tenant").value = state.tenant;
+  if (state.tenant) sessionStorage.setItem("nlq-tenant", state.tenant);
+  delete state.rendered.campaigns;
+}
+
+async function loadCampaigns() {
+  if (!state.tenant) {
+    // Offer the tenants of recent email jobs until one is chosen.
+    try {
+      const recent = await api("/api/dev/queues/email/jobs?state=completed&page_size=50");
+      noteTenants(recent.jobs.map((j) => j.tenant_id));
+    } catch (err) { /* suggestions only */ }
+    if (!state.tenant) return;
+  }
+  const tenant = state.tenant;
+  const qs = new URLSearchParams({ page: state.campaignPage, page_size: CAMPAIGN_PAGE_SIZE });
+  try {
+    const data = await api(`${campaignPath(tenant)}?${qs}`);
+    if (tenant !== state.tenant) return;
+    renderIfChanged("campaigns", data, renderCampaigns);
+  } catch (err) {
+    $("campaign-note").textContent = `Campaigns unavailable: ${err.message}`;
+    state.rendered.campaigns = null;
+    $("campaign-list").replaceChildren();
+  }
+  if (state.drawerCampaign) await loadCampaignDrawer();
+}
+
+function progressBar(s) {
+  const total = Math.max(s.total, 1);
+  const label = OUTCOMES.map((k) => `${s[k]} ${k}`).join(", ") + ` of ${s.total}`;
+  return h("div", { class: "progress", role: "img", "aria-label": `Progress: ${label}`, title: label },
+    OUTCOMES.filter((k) => s[k] > 0).map((k) => h("span", { class: `seg seg-${k}`,
+      "data-testid": `bar-${s.campaign_id}-${k}`, "data-count": s[k],
+      "data-width": ((s[k] * 100) / total).toFixed(3) })));
+}
+
+// Inline styles are refused by the page's CSP (style-src 'self'): widths are set through
+// the CSSOM after the elements exist, which the CSP allows.
+function applyWidths(root) {
+  for (const seg of root.querySelectorAll(".seg[data-width]")) seg.style.width = `${seg.dataset.width}%`;
+}
+
+function campaignActions(tenant, s, where) {
+  const id = s.campaign_id;
+  const button = (verb, question, cls) => h("button", { type: "button", class: cls,
+    "data-focus-key": `${where}-${verb}-${id}`, "data-testid": `campaign-${verb}-${id}`,
+    onclick: () => act(question, () => post(`${campaignPath(tenant, id)}/${verb}`),
+      (r) => `Campaign ${id} is ${r.state}.`) }, verb[0].toUpperCase() + verb.slice(1));
+  const canPause = s.state === "sending" || s.state === "scheduled";
+  return h("div", { class: "card-actions", role: "group", "aria-label": `Actions for campaign ${id}` },
+    canPause && button("pause", `Pause campaign ${id} of ${tenant}? Running batches stop at their next chunk.`, ""),
+    s.state === "paused" && button("resume", `Resume campaign ${id} of ${tenant}?`, "primary"),
+    (canPause || s.state === "paused") && button("cancel",
+      `Cancel campaign ${id} of ${tenant}? Nothing more will be sent; this cannot be undone.`, "danger"));
+}
+
+function campaignCounts(s) {
+  const dl = h("dl", { class: "counts" });
+  for (const k of ["total", ...OUTCOMES]) {
+    dl.append(h("div", {}, h("dt", {}, k), h("dd", { "data-testid": `campaign-${k}-${s.campaign_id}` },
+      String(s[k] ?? 0))));
+  }
+  return dl;
+}
+
+function renderCampaigns(data) {
+  const pages = Math.max(1, Math.ceil(data.total / data.page_size));
+  $("campaign-note").textContent = `${data.total} campaign(s) of tenant ${data.tenant}, newest first.`;
+  $("campaign-page-info").textContent = `Page ${data.page} of ${pages}`;
+  $("campaign-prev").disabled = data.page <= 1;
+  $("campaign-next").disabled = data.page >= pages;
+  const list = $("campaign-list");
+  list.replaceChildren();
+  if (!data.campaigns.length) list.append(h("p", { class: "empty" }, "No campaigns saved for this tenant."));
+  for (const c of data.campaigns) {
+    const s = Object.assign({ campaign_id: c.campaign_id }, campaignStatus(c));
+    const card = h("article", { class: "card campaign", "data-campaign": s.campaign_id,
+      "aria-label": `Campaign ${s.campaign_id}` },
+      h("div", { class: "card-head" },
+        h("h3", {}, h("button", { type: "button", class: "link", "data-focus-key": `open-${s.campaign_id}`,
+          "aria-label": `Open campaign ${s.campaign_id}`,
+          onclick: () => openCampaign(data.tenant, s.campaign_id) }, s.campaign_id)),
+        h("span", { class: "badge", "data-state": s.state, "data-testid": `campaign-state-${s.campaign_id}` }, s.state)),
+      c.subject ? h("p", { class: "subject", title: c.subject }, c.subject) : null,
+      progressBar(s), campaignCounts(s),
+      h("p", { class: "muted", "data-testid": `campaign-rate-${s.campaign_id}` },
+        `${fmtRate(s)} · batches ${s.batches_done}/${s.batches_total}`),
+      campaignActions(data.tenant, s, "list"));
+    list.append(card);
+  }
+  applyWidths(list);
+}
+
+function openCampaign(tenant, id) {
+  state.lastFocus = document.activeElement;
+  state.drawerJob = null;
+  state.drawerCampaign = { tenant, id };
+  delete state.rendered.drawerCampaign;
+  $("drawer-title").textContent = `Campaign ${id} (${tenant})`;
+  const form = h("form", { class: "filters", role: "search", "aria-label": "Find a recipient",
+    onsubmit: (e) => { e.preventDefault(); findRecipient(tenant, id); } },
+  h("label", {}, "Recipient", h("input", { id: "recipient-email", type: "search", name: "email",
+    placeholder: "reader@example.com", autocomplete: "off" })),
+  h("button", { type: "submit" }, "Look up"));
+  $("drawer-body").replaceChildren(
+    h("div", { id: "campaign-facts" }, h("p", { class: "muted" }, "Loading…")),
+    h("h3", {}, "Recipient"), form,
+    h("div", { id: "recipient-result", "aria-live": "polite", "data-testid": "recipient-result" }));
+  $("drawer").hidden = false;
+  $("drawer-close").focus();
+  return loadCampaignDrawer();
+}
+
+async function loadCampaignDrawer() {
+  const open = state.drawerCampaign;
+  if (!open) return;
+  try {
+    const s = await api(campaignPath(open.tenant, open.id));
+    if (state.drawerCampaign !== open) return;
+    renderIfChanged("drawerCampaign", s, () => renderCampaignFacts(open.tenant, s));
+  } catch (err) {
+    if (state.drawerCampaign !== open) return;
+    delete state.rendered.drawerCampaign;
+    $("campaign-facts").replaceChildren(h("p", { role: "alert" }, `Could not load the campaign: ${err.message}`));
+  }
+}
+
+function renderCampaignFacts(tenant, s) {
+  const facts = [["State", s.state], ["Total", s.total], ["Sent", s.sent], ["Bounced", s.bounced],
+    ["Failed", s.failed], ["Pending", s.pending], ["Batches", `${s.batches_done} of ${s.batches_total}`],
+    ["Rate", fmtRate(s)], ["Send at", fmtIso(s.send_at)], ["Started", fmtIso(s.started_at)],
+    ["Finished", fmtIso(s.finished_at)]];
+  const parts = [
+    h("dl", {}, facts.flatMap(([k, v]) => [h("dt", {}, k),
+      h("dd", { "data-testid": `drawer-${k.toLowerCase().replace(" ", "-")}` }, String(v))])),
+    progressBar(s), campaignActions(tenant, s, "drawer")];
+  const st = s.stats;
+  if (st) {
+    parts.push(h("h3", {}, "Stats"), h("dl", { "data-testid": "campaign-stats" },
+      h("dt", {}, "Opens"), h("dd", {}, `${st.unique_opens} (${fmtPct(st.open_rate)})`),
+      h("dt", {}, "Clicks"), h("dd", {}, `${st.unique_clicks} (${fmtPct(st.click_rate)})`),
+      h("dt", {}, "Unsubscribes"), h("dd", {}, String(st.unsubscribes)),
+      h("dt", {}, "Complaints"), h("dd", {}, String(st.complaints))),
+    h("h3", {}, "Top links"), st.top_links.length
+      ? h("ol", { class: "top-links" }, st.top_links.map((l) => h("li", {}, h("span", { class: "url" }, l.url),
+        ` — ${l.clicks} click(s)`)))
+      : h("p", { class: "empty" }, "No clicks recorded."));
+  } else if (s.state === "completed" || s.state === "cancelled") {
+    parts.push(h("p", { class: "muted" }, "Stats are being computed…"));
+  }
+  const box = $("campaign-facts");
+  box.replaceChildren(...parts);
+  applyWidths(box);
+}
+
+async function findRecipient(tenant, id) {
+  const email = $("recipient-email").value.trim();
+  const out = $("recipient-result");
+  if (!email) { out.replaceChildren(h("p", { class: "muted" }, "Type an address.")); return; }
+  out.replaceChildren(h("p", { class: "muted" }, "Looking up…"));
+  try {
+    const d = await api(`${campaignPath(tenant, id)}/recipients/${encodeURIComponent(email)}`);
+    out.replaceChildren(h("dl", {}, [["Address", d.email], ["Status", d.status],
+      ["SMTP code", d.smtp_code ?? "–"], ["SMTP response", d.smtp_response || "–"],
+      ["Message-ID", d.message_id || "–"], ["Attempt", d.attempt],
+      ["First recorded", fmtIso(d.created_at)], ["Updated", fmtIso(d.updated_at)]]
+      .flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])));
+  } catch (err) {
+    out.replaceChildren(h("p", { class: "empty" }, err.status === 404
+      ? `No delivery recorded for ${email} in ${id} (yet).` : `Lookup failed: ${err.message}`));
+  }
 }
 
 // ---------- dead letters and mail ----------
@@ -394,7 +598,7 @@ async function refresh() {
     renderOverview(data);
     if (data.redis.ok) {
       showAlert("");
-      await Promise.all([loadJobs(), loadDeadLetters(), loadMail()]);
+      await Promise.all([loadJobs(), loadCampaigns(), loadDeadLetters(), loadMail()]);
     }
   } catch (err) {
     showAlert(`Cannot reach the queue API: ${err.message}`);
@@ -426,12 +630,20 @@ function init() {
   $("prev-page").addEventListener("click", () => { state.page = Math.max(1, state.page - 1); loadJobs(); });
   $("next-page").addEventListener("click", () => { state.page += 1; loadJobs(); });
   $("drawer-close").addEventListener("click", closeDrawer);
+  chooseTenant(new URLSearchParams(location.search).get("tenant") || sessionStorage.getItem("nlq-tenant") || "");
+  $("campaign-filters").addEventListener("submit", (e) => {
+    e.preventDefault(); chooseTenant($("campaign-tenant").value); loadCampaigns();
+  });
+  $("campaign-prev").addEventListener("click", () => {
+    state.campaignPage = Math.max(1, state.campaignPage - 1); loadCampaigns();
+  });
+  $("campaign-next").addEventListener("click", () => { state.campaignPage += 1; loadCampaigns(); });
   document.addEventListener("keydown", (e) => {
     if ($("drawer").hidden) return;
     if (e.key === "Escape") { closeDrawer(); return; }
     if (e.key !== "Tab") return;
     // Keep keyboard focus inside the open drawer (it is a modal dialog).
-    const focusable = [...$("drawer").querySelectorAll("button, summary, [tabindex]")]
+    const focusable = [...$("drawer").querySelectorAll("button, summary, input, [tabindex]")]
       .filter((el) => !el.disabled && el.offsetParent !== null);
     if (!focusable.length) return;
     const first = focusable[0], last = focusable[focusable.length - 1];
