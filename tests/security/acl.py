@@ -22,8 +22,8 @@ SCRIPTING = ["eval", "evalsha", "script|exists", "script|load", "multi", "exec",
 SERVER = ["bzpopmin", "client|list", "client|setname", "info", "ping"]
 KEYS = ["del", "exists", "expire", "get", "incr", "incrby", "persist", "pexpire",
         "pexpireat", "pttl", "rename", "set", "time", "type", "unlink"]
-HASHES = ["hdel", "hexists", "hget", "hgetall", "hincrby", "hlen", "hmget", "hmset",
-          "hscan", "hset", "hvals"]
+HASHES = ["hdel", "hexists", "hget", "hgetall", "hincrby", "hkeys", "hlen", "hmget", "hmset",
+          "hscan", "hset", "hsetnx", "hvals"]
 LISTS = ["lindex", "llen", "lpop", "lpos", "lpush", "lrange", "lrem", "lset", "ltrim",
          "rpop", "rpoplpush", "rpush"]
 SETS = ["sadd", "scard", "sismember", "smembers", "srem", "sscan"]
