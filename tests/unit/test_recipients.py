@@ -20,9 +20,9 @@ from newsletter_queue.campaigns.recipients import (
     rows_from_csv,
     rows_from_iterable,
     rows_from_ndjson,
-    spool_recipients,
     valid_recipients,
 )
+from newsletter_queue.campaigns.spool import spool_recipients
 from newsletter_queue.errors import JobValidationError
 from newsletter_queue.jobs import Recipient
 

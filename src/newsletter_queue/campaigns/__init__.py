@@ -8,7 +8,8 @@
 - ``manage``: ``Campaigns`` — save, send, status, pause, resume, cancel, recipient
   lookups and the list — handed out as ``QueueManager.campaigns``.
 - ``status``: what those return (``CampaignStatus``, ``SendResult`` …).
-- ``recipients``: reading and checking recipient rows (CSV, NDJSON, iterables).
+- ``recipients``: reading and checking recipient rows (CSV, NDJSON, iterables);
+  ``spool``: a send's checked rows kept for reading back, so a source is read once.
 """
 
 from __future__ import annotations

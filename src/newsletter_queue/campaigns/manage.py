@@ -35,7 +35,8 @@ from ..services.render import CompiledCampaign, Content, ContentError
 from ..services.store import CampaignRecord, DeliveryRecord, Store
 from .control import CampaignControl, CampaignState
 from .lifecycle import batch_job, batch_job_id
-from .recipients import RecipientsError, rows_from_iterable, spool_recipients
+from .recipients import RecipientsError, rows_from_iterable
+from .spool import spool_recipients
 from .status import CampaignPage, CampaignStatus, CampaignSummary, SendResult
 
 if TYPE_CHECKING:

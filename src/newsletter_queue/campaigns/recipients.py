@@ -11,13 +11,8 @@ and ``json`` modules do the parsing; what is ours is the part no library does fo
 the row numbers, the per-row verdicts of our own model, the bounded dedupe, the caps on
 hostile input and the streaming.
 
-A send reads its rows once: ``spool_recipients`` checks every row and writes the good
-ones (wire form, a JSON array per thousand) to a temporary file as it goes — in memory
-up to ``SPOOL_MEMORY_BYTES``, then on disk in the system's temporary directory
-(``TMPDIR``; about 100 bytes per recipient) — so nothing is enqueued before the whole
-input was checked, and the batches are then read back from the spool without parsing
-or validating the input again. A source that can be read only once (an open handle, a
-generator) is therefore fine.
+A send reads its rows once, through ``spool.spool_recipients`` (checked and kept in one
+pass).
 
 Sources
     ``rows_from_csv``: a header row is required. It must have an ``email`` column
@@ -57,11 +52,9 @@ import codecs
 import csv
 import hashlib
 import json
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from pydantic import ValidationError
@@ -74,10 +67,6 @@ MAX_LINE_BYTES = 64 * 1024
 one is its row's error."""
 MAX_FIELD_CHARS = 4096
 """Longest personalisation value (its JSON text when it is not a string)."""
-SPOOL_MEMORY_BYTES = 8 * 2**20
-"""How much of a send's checked recipients ``spool_recipients`` keeps in memory before its
-spool moves to a temporary file."""
-_SPOOL_CHUNK = 1000  # wire dicts per line of the spool (one JSON array each)
 WHOLE_ROW = "(row)"
 """``RowError.field`` of a problem that concerns the whole row, not one field."""
 
@@ -369,19 +358,16 @@ def rows_from_iterable(items: Iterable[Recipient | Mapping[str, Any]]) -> Iterab
 
 
 # --- checking --------------------------------------------------------------------------
-def check_recipients(rows: Iterable[Row], *, max_errors: int = 100) -> RecipientCheck:
-    """One pass over ``rows``: counts and the first ``max_errors`` problems. Memory is the
-    dedupe set (see the module docstring) and the kept errors, whatever the row count.
+def check_recipients(rows: Iterable[Row], *, max_errors: int = 100,
+                     keep: Callable[[dict[str, Any]], object] | None = None
+                     ) -> RecipientCheck:
+    """One pass over ``rows``: counts and the first ``max_errors`` problems; ``keep``, if
+    given, receives each good row's wire dict (deduplicated) as the pass goes. Memory is
+    the dedupe set (see the module docstring) and the kept errors, whatever the row count.
 
     Raises:
         RecipientsError: the source cannot be read at all (row 0).
     """
-    return _check(rows, max_errors, None)
-
-
-def _check(rows: Iterable[Row], max_errors: int,
-           keep: Callable[[dict[str, Any]], object] | None) -> RecipientCheck:
-    """The pass of ``check_recipients``; ``keep`` is given each good row's wire dict."""
     valid = duplicates = 0
     errors: list[RowError] = []
     truncated = False
@@ -398,80 +384,6 @@ def _check(rows: Iterable[Row], max_errors: int,
             else:
                 truncated = True
     return RecipientCheck(valid, duplicates, errors, truncated)
-
-
-class SpooledRecipients:
-    """The verdict of one pass (``check``) and the good rows it kept, in a temporary file.
-
-    Iterating yields the wire dicts in input order, ``batches(n)`` lists of them (each
-    pass reads the spool from its start, a thousand rows per ``json.loads``). A context
-    manager: leaving it (or ``close``) deletes the spool.
-    """
-
-    def __init__(self, check: RecipientCheck, spool: IO[bytes]) -> None:
-        self.check = check
-        self._spool = spool
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        for batch in self.batches(_SPOOL_CHUNK):
-            yield from batch
-
-    def batches(self, size: int) -> Iterator[list[dict[str, Any]]]:
-        """The wire dicts in lists of ``size`` (the last one shorter), from the start."""
-        spool = self._spool
-        spool.seek(0)
-        pending: list[dict[str, Any]] = []
-        for line in spool:
-            pending.extend(json.loads(line))
-            start = 0
-            while len(pending) - start >= size:
-                yield pending[start:start + size]
-                start += size
-            del pending[:start]
-        if pending:
-            yield pending
-
-    def close(self) -> None:
-        self._spool.close()
-
-    def __enter__(self) -> SpooledRecipients:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.close()
-
-
-def spool_recipients(rows: Iterable[Row], *, max_errors: int = 100,
-                     memory_bytes: int = SPOOL_MEMORY_BYTES) -> SpooledRecipients:
-    """``check_recipients`` and ``valid_recipients`` in one pass: the counts and errors,
-    and the good rows (deduplicated, wire form) spooled for reading back — in memory up
-    to ``memory_bytes``, then in a temporary file (see the module docstring).
-
-    Raises:
-        RecipientsError: the source cannot be read at all (row 0); nothing is left
-            behind.
-    """
-    spool = tempfile.SpooledTemporaryFile(max_size=memory_bytes, mode="w+b")  # noqa: SIM115
-    pending: list[dict[str, Any]] = []
-
-    def flush() -> None:
-        spool.write((json.dumps(pending, separators=(",", ":")) + "\n").encode("ascii"))
-        pending.clear()
-
-    def keep(wire: dict[str, Any]) -> None:
-        pending.append(wire)
-        if len(pending) >= _SPOOL_CHUNK:
-            flush()
-
-    try:
-        check = _check(rows, max_errors, keep)
-        if pending:
-            flush()
-    except BaseException:
-        spool.close()
-        raise
-    return SpooledRecipients(check, spool)
 
 
 def valid_recipients(rows: Iterable[Row]) -> Iterator[dict[str, Any]]:
