@@ -187,7 +187,7 @@ class Worker:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
                 self.run(), name=f"nlq-worker-{self.queue}")
-            self._task.add_done_callback(self._log_run_failure)
+            self._task.add_done_callback(self._log_task_failure)
         return self._task
 
     async def run(self) -> None:
@@ -449,17 +449,7 @@ class Worker:
         await hand_back(self.queue, self._commands if requeue else None, leftovers)
 
     def _log_task_failure(self, task: asyncio.Task[Any]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.error("queue %s: task %s of worker %s died", self.queue, task.get_name(),
-                      self.name, exc_info=exc)
-
-    def _log_run_failure(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.error("worker %s of queue %s stopped with an error", self.name, self.queue,
-                      exc_info=exc)
+        """A task of the worker (``run`` itself, a slot, a timer) ended with an error."""
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            what = "worker" if task is self._task else f"task {task.get_name()} of worker"
+            log.error("queue %s: %s %s died", self.queue, what, self.name, exc_info=exc)
