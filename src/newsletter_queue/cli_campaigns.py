@@ -4,13 +4,12 @@ recipient — each one call of ``manager.campaigns`` (``campaigns.manage.Campaig
 ``send`` reads a CSV or NDJSON file (streamed: ``rows_from_csv`` / ``rows_from_ndjson``);
 bad rows are printed with their row numbers and the command exits 1 with nothing sent
 (unless ``--partial``). ``--follow`` (``send``, ``status``) shows a live progress bar,
-refreshed about once a second from ``status``, until the campaign is completed or
-cancelled.
+refreshed about once a second (``Campaigns.follow``), until the campaign is completed
+or cancelled and its stats are computed.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -32,8 +31,6 @@ TenantArg = Annotated[str, typer.Argument(help="Tenant id.")]
 CampaignArg = Annotated[str, typer.Argument(help="Campaign id.")]
 FollowFlag = Annotated[bool, typer.Option(
     "--follow", help="Show a live progress bar until the campaign ends.")]
-ENDED = ("completed", "cancelled")
-REFRESH_S = 1.0
 
 
 def _campaigns(fn: Callable[[Any], Awaitable[T]]) -> T:
@@ -76,22 +73,20 @@ def _print_status(status: CampaignStatus) -> None:
 
 
 async def _follow(campaigns: Any, tenant: str, campaign: str) -> CampaignStatus:
-    """A progress bar refreshed from ``status`` until the campaign is completed or
-    cancelled (the poll is this view's refresh rate)."""
+    """A progress bar over ``campaigns.follow`` until the campaign is finished with its
+    stats."""
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
                   console=err_console) as bar:
         task = bar.add_task(campaign, total=None, detail="")
-        while True:
-            status: CampaignStatus = await campaigns.status(tenant, campaign)
+        status: CampaignStatus
+        async for status in campaigns.follow(tenant, campaign):
             eta = f", eta {status.eta_seconds:.0f} s" if status.eta_seconds else ""
             bar.update(task, total=status.total or None,
                        completed=status.sent + status.bounced + status.failed,
                        description=f"{campaign} {status.state}",
                        detail=f"{status.rate:g}/s{eta}")
-            if status.state in ENDED:
-                return status
-            await asyncio.sleep(REFRESH_S)
+        return status
 
 
 @app.command()

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 from .campaigns import CampaignLifecycle, enqueue_campaign_complete
+from .campaigns.manage import wake_batch
 from .config import Settings
 from .connection import AnyRedis, connect
 from .engine import Job, Worker
@@ -127,7 +128,8 @@ class WorkerServices:
                 s, self.redis, self.pool, StoreCampaignSource(self.store),
                 deliveries=CountingRecorder(self.store, self.redis, s.key_prefix),
                 lifecycle=CampaignLifecycle(self.redis, s.key_prefix, on_complete=partial(
-                    enqueue_campaign_complete, self.manager)))
+                    enqueue_campaign_complete, self.manager)),
+                wake=partial(wake_batch, self.manager))
             # Campaign batches and transactional mail go through the same processor;
             # the names the original design's examples use are registered too.
             for name in (EMAIL_SEND_BATCH, "send-newsletter", "welcome-email",

@@ -74,6 +74,7 @@ for i = 3, #ARGV do
   if ARGV[i] == s then
     redis.call('HSET', KEYS[1], 'state', ARGV[1])
     redis.call('EXPIRE', KEYS[1], ARGV[2])
+    if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
     return {1, s}
   end
 end

@@ -29,8 +29,9 @@ that life is here:
 
 Redis keys (``{prefix}:email:campaign:{tenant}:{campaign}:…``): ``batches`` (the total),
 ``done`` (the set of finished batch ids), ``completed`` (the flag, a timestamp). They
-expire 30 days after the last write. The names and the job ids are part of the data
-format: a running system's campaigns must keep completing across an upgrade.
+expire 30 days after the last write (each finished batch renews ``batches`` and
+``done``). The names and the job ids are part of the data format: a running system's
+campaigns must keep completing across an upgrade.
 
 ``CampaignLifecycle`` is the one object over these; the worker side opens it with the
 Redis client the processors use, the producer side with the manager's client.
@@ -72,6 +73,7 @@ redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 local total = tonumber(redis.call('GET', KEYS[2]) or '0')
 if total == 0 then return 0 end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
 if redis.call('SCARD', KEYS[1]) >= total and redis.call('EXISTS', KEYS[3]) == 0 then
   return 1
 end

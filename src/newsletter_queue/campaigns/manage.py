@@ -20,8 +20,9 @@ import asyncio
 import builtins
 import itertools
 import math
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -33,10 +34,10 @@ from ..jobs import Recipient, id_errors
 from ..queues import EMAIL_BULK_PRIORITY, QueueName
 from ..services.render import CompiledCampaign, Content, ContentError
 from ..services.store import CampaignRecord, DeliveryRecord, Store
-from .control import CampaignControl, CampaignState
+from .control import TTL_S, CampaignControl, CampaignState
 from .lifecycle import batch_job, batch_job_id
 from .recipients import RecipientsError, rows_from_iterable
-from .spool import spool_recipients
+from .spool import SpooledRecipients, spool_recipients
 from .status import CampaignPage, CampaignStatus, CampaignSummary, SendResult
 
 if TYPE_CHECKING:
@@ -46,6 +47,12 @@ BULK_GROUP = 100
 """Batches per ``addBulk`` call (one MULTI/EXEC each): a million recipients in 100-row
 batches are 100 calls. The bulk adds are about a seventh of a send's time
 (``bench/campaign_send.py --profile``), spent per job rather than per call."""
+
+MAX_SEND_AHEAD_S = TTL_S - 2 * 24 * 3600
+"""How far ahead ``send_at`` may be (28 days): a campaign's state in Redis lives 30 days
+from its last write, and a scheduled campaign's is written when it is sent."""
+FOLLOW_INTERVAL_S = 1.0
+"""How often ``Campaigns.follow`` reads a campaign's status."""
 
 _CONTENT_FIELDS = ("subject", "html", "text", "from_addr", "reply_to", "headers")
 
@@ -138,6 +145,7 @@ class Campaigns:
 
         Raises:
             CampaignNotFoundError: nothing saved under that id.
+            JobValidationError: ``send_at`` more than ``MAX_SEND_AHEAD_S`` ahead.
             RecipientsError: bad rows (with row numbers) and ``partial`` is false —
                 nothing was enqueued. With ``partial`` the good rows are sent.
             JobValidationError: no valid recipient, or a bad ``batch_size``.
@@ -147,6 +155,9 @@ class Campaigns:
         limit = self.settings.job_limits.max_recipients_per_job
         if not 1 <= size <= limit:
             raise JobValidationError("send", [FieldError("batch_size", f"must be 1..{limit}")])
+        if send_at is not None and _utc(send_at).timestamp() > time.time() + MAX_SEND_AHEAD_S:
+            raise JobValidationError("send", [FieldError(
+                "send_at", f"at most {MAX_SEND_AHEAD_S // 86400} days ahead")])
         record = await (await self._store()).get_campaign(tenant_id, campaign_id)
         if record is None:
             raise CampaignNotFoundError(tenant_id, campaign_id)
@@ -160,7 +171,7 @@ class Campaigns:
                 from_addr=record.from_addr, reply_to=record.reply_to,
                 headers=dict(record.headers)))
 
-            spooled = await asyncio.to_thread(lambda: spool_recipients(_rows(recipients)))
+            spooled = await _spool_in_thread(recipients)
             with spooled:
                 check = spooled.check
                 if check.errors and not partial:
@@ -227,6 +238,41 @@ class Campaigns:
         if state in ("completed", "cancelled"):
             stats = await store.get_campaign_stats(tenant_id, campaign_id)
         return CampaignStatus.from_snapshot(tenant_id, campaign_id, snap, state, stats)
+
+    async def follow(self, tenant_id: str, campaign_id: str, *,
+                     interval: float = FOLLOW_INTERVAL_S) -> AsyncIterator[CampaignStatus]:
+        """The campaign's status every ``interval`` seconds, ending with the first one
+        that is completed with its stats (``campaign-complete`` has run — it needs an
+        ``analytics`` worker), or cancelled (nothing more will be sent; the stats of what
+        was sent come once its remaining batches have run). What ``--follow`` draws.
+
+        Raises:
+            CampaignNotFoundError: neither saved nor ever sent.
+            CampaignStateError: a draft (nothing to follow until it is sent).
+        """
+        while True:
+            status = await self.status(tenant_id, campaign_id)
+            if status.state == "draft":
+                raise CampaignStateError(tenant_id, campaign_id, "draft", "follow")
+            yield status
+            if status.state == "cancelled" or (status.finished and status.stats is not None):
+                return
+            await asyncio.sleep(interval)
+
+    async def wait(self, tenant_id: str, campaign_id: str, *,
+                   timeout: float | None = None,  # noqa: ASYNC109 — asyncio.wait_for's
+                   interval: float = FOLLOW_INTERVAL_S) -> CampaignStatus:
+        """The campaign's status once it is completed with its stats, or cancelled
+        (see ``follow``).
+
+        Raises:
+            TimeoutError: not finished within ``timeout`` seconds.
+            CampaignNotFoundError, CampaignStateError: as ``follow``.
+        """
+        async with asyncio.timeout(timeout):
+            async for status in self.follow(tenant_id, campaign_id, interval=interval):
+                last = status
+        return last
 
     async def list(self, tenant_id: str, page: int = 1, page_size: int = 20) -> CampaignPage:
         """The tenant's campaigns, newest first, with state and headline numbers."""
@@ -310,7 +356,6 @@ class Campaigns:
         ids = [batch_job_id(tenant_id, campaign_id, i) for i in range(batches)]
         promoted = 0
         async with self.manager.redis() as client:
-            queue = await self.manager.queue(QueueName.EMAIL)
             for start in range(0, len(ids), 1000):
                 group = ids[start:start + 1000]
                 pipe = client.pipeline(transaction=False)
@@ -318,13 +363,8 @@ class Campaigns:
                     pipe.zscore(delayed_key, job_id)
                 scores = await pipe.execute()
                 for job_id, score in zip(group, scores, strict=True):
-                    if score is None:
-                        continue
-                    try:
-                        await queue.backend.promote(job_id)
+                    if score is not None and await wake_batch(self.manager, job_id):
                         promoted += 1
-                    except TypeError:  # no longer delayed: it is running already
-                        pass
         return promoted
 
     # --- helpers -----------------------------------------------------------------------
@@ -342,6 +382,30 @@ class Campaigns:
 
     async def _store(self) -> Store:
         return await self.manager.store()
+
+
+async def wake_batch(manager: QueueManager, job_id: str) -> bool:
+    """Move one parked (delayed) batch of the ``email`` queue to wait, so it runs now;
+    ``False`` if it was not delayed (running already, or finished)."""
+    queue = await manager.queue(QueueName.EMAIL)
+    try:
+        await queue.backend.promote(job_id)
+    except TypeError:  # bullmq's answer for a job that is not delayed
+        return False
+    return True
+
+
+async def _spool_in_thread(recipients: Iterable[Any]) -> SpooledRecipients:
+    """``spool_recipients`` in a worker thread; if the caller is cancelled (a client
+    gone, Ctrl-C) the thread is told to stop, so it does not read the rest of the
+    source in the background."""
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(
+            lambda: spool_recipients(_rows(recipients), stop=stop))
+    except asyncio.CancelledError:
+        stop.set()
+        raise
 
 
 def _check_ids(tenant_id: str, campaign_id: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import IO, Any
@@ -67,15 +68,24 @@ class SpooledRecipients:
         self.close()
 
 
+class SpoolStopped(Exception):
+    """The pass was told to stop (``stop`` was set); nothing is left behind."""
+
+
 def spool_recipients(rows: Iterable[Row], *, max_errors: int = 100,
-                     memory_bytes: int = SPOOL_MEMORY_BYTES) -> SpooledRecipients:
+                     memory_bytes: int = SPOOL_MEMORY_BYTES,
+                     stop: threading.Event | None = None) -> SpooledRecipients:
     """``check_recipients`` and ``valid_recipients`` in one pass: the counts and errors,
     and the good rows (deduplicated, wire form) spooled for reading back — in memory up
     to ``memory_bytes``, then in a temporary file (see the module docstring).
 
+    ``stop``, looked at before each row, ends the pass early: a caller running it in a
+    thread sets it when it is cancelled, so the thread stops reading the source.
+
     Raises:
         RecipientsError: the source cannot be read at all (row 0); nothing is left
             behind.
+        SpoolStopped: ``stop`` was set.
     """
     spool = tempfile.SpooledTemporaryFile(max_size=memory_bytes, mode="w+b")  # noqa: SIM115
     pending: list[dict[str, Any]] = []
@@ -89,8 +99,15 @@ def spool_recipients(rows: Iterable[Row], *, max_errors: int = 100,
         if len(pending) >= _SPOOL_CHUNK:
             flush()
 
+    def watched(source: Iterable[Row]) -> Iterator[Row]:
+        for row in source:
+            if stop.is_set():  # type: ignore[union-attr]
+                raise SpoolStopped("the recipients' pass was stopped")
+            yield row
+
     try:
-        check = check_recipients(rows, max_errors=max_errors, keep=keep)
+        check = check_recipients(rows if stop is None else watched(rows),
+                                 max_errors=max_errors, keep=keep)
         if pending:
             flush()
     except BaseException:

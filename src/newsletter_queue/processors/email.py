@@ -33,7 +33,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -132,6 +132,9 @@ class EmailProcessor:
         lifecycle: counts completed batches towards their campaign and completes it
             (by default with ``redis``, recording completion without enqueuing).
         breaker: the shared SMTP circuit breaker.
+        wake: moves a parked batch (by job id) back to wait — what ``resume`` does to the
+            campaign's delayed batches; lets a batch that parked while its campaign was
+            being resumed wake itself (``campaigns.manage.wake_batch``).
     """
 
     _last_outage_warning = float("-inf")  # shared: one warning per outage per process
@@ -146,6 +149,7 @@ class EmailProcessor:
         deliveries: DeliveryRecorder | None = None,
         lifecycle: CampaignLifecycle | None = None,
         breaker: CircuitBreaker | None = None,
+        wake: Callable[[str], Awaitable[object]] | None = None,
         chunk_size: int = 20,
     ) -> None:
         self.settings = settings
@@ -153,6 +157,7 @@ class EmailProcessor:
         self.transport = transport
         self.campaigns = campaigns
         self.deliveries = deliveries
+        self.wake = wake
         self.lifecycle = lifecycle or CampaignLifecycle(redis, settings.key_prefix)
         self.breaker = breaker or CircuitBreaker(
             redis, settings.key_prefix, SMTP_BREAKER, threshold=settings.smtp_breaker_threshold,
@@ -233,6 +238,11 @@ class EmailProcessor:
         state = await control.gate()
         if state == "paused":
             await job.move_to_delayed(int(time.time() * 1000) + PAUSE_RECHECK_MS)
+            # Resumed between the gate and the move? ``resume`` writes the state, then
+            # wakes the delayed batches: if this read still says paused, its wake comes
+            # after the move and finds this job; if not, wake it here.
+            if self.wake is not None and await control.gate() != "paused":
+                await self.wake(str(job.id))
             raise DelayedError(f"campaign {control.state_key} is paused; {result.sent} "
                                "sent by this attempt")
         return state == "cancelled"
