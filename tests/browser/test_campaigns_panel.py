@@ -160,6 +160,11 @@ async def test_the_panel_shows_a_campaign_mid_send_and_pauses_and_resumes_it(
     final = await _page_matches_redis_and_store(page, manager, "june")
     assert (final.state, final.sent, final.pending) == ("completed", len(ALL), 0)
 
+    # A second campaign to one of june's readers: the drawer's history shows both.
+    await manager.campaigns.save("t1", "july", subject="July", text="Hi")
+    await manager.campaigns.send("t1", "july", [{"email": ALL[7]}])
+    await _finished(manager, "july")
+
     # The drawer: numbers, stats, and one delivered address's SMTP answer.
     await page.get_by_role("button", name="Open campaign june").click()
     drawer = page.get_by_role("dialog", name="Campaign june (t1)")
@@ -175,6 +180,9 @@ async def test_the_panel_shows_a_campaign_mid_send_and_pauses_and_resumes_it(
     await expect(result).to_contain_text(delivery.smtp_response)
     await expect(result).to_contain_text(str(delivery.smtp_code))
     await expect(result).to_contain_text(delivery.message_id or "")
+    history = result.get_by_test_id("recipient-history")
+    await expect(history.locator("tbody tr td:first-child")).to_have_text(["july", "june"])
+    await expect(history.locator("tbody tr td:nth-child(2)")).to_have_text(["sent", "sent"])
     await drawer.get_by_role("searchbox", name="Recipient").fill("nobody@example.com")
     await drawer.get_by_role("button", name="Look up").click()
     await expect(result).to_contain_text("No delivery recorded for nobody@example.com")

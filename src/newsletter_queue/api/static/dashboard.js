@@ -538,16 +538,35 @@ async function findRecipient(tenant, id) {
   const out = $("recipient-result");
   if (!email) { out.replaceChildren(h("p", { class: "muted" }, "Type an address.")); return; }
   out.replaceChildren(h("p", { class: "muted" }, "Looking up…"));
+  let here;
   try {
     const d = await api(`${campaignPath(tenant, id)}/recipients/${encodeURIComponent(email)}`);
-    out.replaceChildren(h("dl", {}, [["Address", d.email], ["Status", d.status],
+    here = h("dl", {}, [["Address", d.email], ["Status", d.status],
       ["SMTP code", d.smtp_code ?? "–"], ["SMTP response", d.smtp_response || "–"],
       ["Message-ID", d.message_id || "–"], ["Attempt", d.attempt],
       ["First recorded", fmtIso(d.created_at)], ["Updated", fmtIso(d.updated_at)]]
-      .flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])));
+      .flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))]));
   } catch (err) {
-    out.replaceChildren(h("p", { class: "empty" }, err.status === 404
-      ? `No delivery recorded for ${email} in ${id} (yet).` : `Lookup failed: ${err.message}`));
+    here = h("p", { class: "empty" }, err.status === 404
+      ? `No delivery recorded for ${email} in ${id} (yet).` : `Lookup failed: ${err.message}`);
+  }
+  out.replaceChildren(here, h("h4", {}, "Every campaign this address got"),
+    await recipientHistory(tenant, email));
+}
+
+// The address's deliveries across the tenant's campaigns, newest first.
+async function recipientHistory(tenant, email) {
+  try {
+    const path = `/api/tenants/${encodeURIComponent(tenant)}/recipients/` +
+      `${encodeURIComponent(email)}/campaigns?limit=20`;
+    const { campaigns } = await api(path);
+    if (!campaigns.length) return h("p", { class: "empty" }, "None recorded.");
+    return h("table", { "data-testid": "recipient-history" },
+      h("thead", {}, h("tr", {}, ["Campaign", "Status", "SMTP code", "Updated"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, campaigns.map((d) => h("tr", {}, h("td", {}, d.campaign_id), h("td", {}, d.status),
+        h("td", {}, String(d.smtp_code ?? "–")), h("td", {}, fmtIso(d.updated_at))))));
+  } catch (err) {
+    return h("p", { class: "empty" }, `History unavailable: ${err.message}`);
   }
 }
 
