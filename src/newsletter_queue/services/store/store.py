@@ -61,13 +61,14 @@ from .records import (
     LinkClicks,
     utcnow,
 )
+from .suppressions import SuppressionList
 
 log = logging.getLogger(__name__)
 
 _INIT_LOCK_KEY = 0x6E6C7131  # "nlq1": PostgreSQL advisory lock serialising init()
 
 
-class Store(CampaignLookups):
+class Store(CampaignLookups, SuppressionList):
     """Campaigns, deliveries, events, stats, AI results and dead letters.
 
     Args:
