@@ -85,11 +85,17 @@ class Delivery:
     tenant_id: str
     campaign_id: str
     email: str
-    status: str  # sent | bounced | failed
+    status: str  # sent | bounced | failed | suppressed (| deferred, never recorded)
     attempt: int
     message_id: str | None = None
     smtp_code: int | None = None
     smtp_response: str | None = None
+
+
+class SuppressionSource(Protocol):
+    """The tenant's suppression list (the records store): which addresses not to mail."""
+
+    async def suppressed(self, tenant_id: str, emails: Sequence[str]) -> set[str]: ...
 
 
 class DeliveryRecorder(Protocol):
@@ -106,6 +112,7 @@ class BatchResult:
     sent: int = 0
     bounced: int = 0
     failed: int = 0
+    suppressed: int = 0
     skipped: int = 0
     deferred: int = 0
     reclaimed: int = 0
@@ -116,7 +123,7 @@ class BatchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"sent": self.sent, "bounced": self.bounced, "failed": self.failed,
-                "skipped": self.skipped, "deferred": self.deferred,
+                "suppressed": self.suppressed, "skipped": self.skipped, "deferred": self.deferred,
                 "reclaimed": self.reclaimed, "errors": self.errors[:20]}
 
 
@@ -132,6 +139,8 @@ class EmailProcessor:
         lifecycle: counts completed batches towards their campaign and completes it
             (by default with ``redis``, recording completion without enqueuing).
         breaker: the shared SMTP circuit breaker.
+        suppressions: the tenant's suppression list, asked once per chunk of a stored
+            campaign (transactional mail with inline content is not suppressed).
         wake: moves a parked batch (by job id) back to wait — what ``resume`` does to the
             campaign's delayed batches; lets a batch that parked while its campaign was
             being resumed wake itself (``campaigns.manage.wake_batch``).
@@ -147,6 +156,7 @@ class EmailProcessor:
         campaigns: CampaignSource,
         *,
         deliveries: DeliveryRecorder | None = None,
+        suppressions: SuppressionSource | None = None,
         lifecycle: CampaignLifecycle | None = None,
         breaker: CircuitBreaker | None = None,
         wake: Callable[[str], Awaitable[object]] | None = None,
@@ -157,6 +167,7 @@ class EmailProcessor:
         self.transport = transport
         self.campaigns = campaigns
         self.deliveries = deliveries
+        self.suppressions = suppressions
         self.wake = wake
         self.lifecycle = lifecycle or CampaignLifecycle(redis, settings.key_prefix)
         self.breaker = breaker or CircuitBreaker(
@@ -203,7 +214,7 @@ class EmailProcessor:
             if start and control is not None and await self._stopped(job, control, result):
                 return await self._cancelled(job, data, result)
             chunk = recipients[start:start + self.chunk_size]
-            before = (result.sent, result.bounced, result.failed)
+            before = (result.sent, result.bounced, result.failed, result.suppressed)
             try:
                 opened_ms = await self._send_chunk(job, data, campaign, ledger, token,
                                                    chunk, result, started)
@@ -211,7 +222,8 @@ class EmailProcessor:
                 if control is not None:
                     await control.record_chunk(result.sent - before[0],
                                                result.bounced - before[1],
-                                               result.failed - before[2])
+                                               result.failed - before[2],
+                                               result.suppressed - before[3])
             await job.update_progress({"done": min(start + len(chunk), total),
                                        "total": total, "sent": result.sent})
             if opened_ms:
@@ -320,6 +332,8 @@ class EmailProcessor:
                 if claim is Claim.RECLAIMED:
                     result.reclaimed += 1
                 to_send.append(recipient)
+        if to_send and self.suppressions is not None and data.content is None:
+            to_send = await self._drop_suppressed(data, to_send, attempt, result, deliveries)
         if to_send:
             # At most a moment of waiting per job in all; beyond that the job is parked
             # so that other tenants' jobs get the worker slot.
@@ -348,7 +362,7 @@ class EmailProcessor:
                 result.deferred += 1
                 result.last_transient = delivery.smtp_response or "transient failure"
         await ledger.mark_bounced([d.email for d in deliveries
-                                   if d.status in ("bounced", "failed")])
+                                   if d.status in ("bounced", "failed", "suppressed")])
         await ledger.release(token, transient)
         if self.deliveries is not None:
             await self.deliveries.record([d for d in deliveries if d.status != "deferred"])
@@ -364,6 +378,25 @@ class EmailProcessor:
         elif to_send:
             await self.breaker.record_success()
         return opened_ms
+
+    async def _drop_suppressed(self, data: EmailJobData, to_send: list[Recipient],
+                               attempt: int, result: BatchResult,
+                               deliveries: list[Delivery]) -> list[Recipient]:
+        """One lookup for the chunk's claimed recipients: those on the suppression list
+        are recorded *suppressed* (settled in the ledger like a bounce: never retried)
+        and left out."""
+        assert self.suppressions is not None
+        blocked = await self.suppressions.suppressed(data.tenant_id,
+                                                     [r.email for r in to_send])
+        if not blocked:
+            return to_send
+        for recipient in to_send:
+            if recipient.email in blocked:
+                result.suppressed += 1
+                deliveries.append(Delivery(
+                    data.tenant_id, data.campaign_id, recipient.email, "suppressed", attempt,
+                    smtp_response="on the tenant's suppression list: not sent"))
+        return [r for r in to_send if r.email not in blocked]
 
     async def _send_one(self, data: EmailJobData, campaign: CompiledCampaign,
                         ledger: CampaignLedger, recipient: Recipient, attempt: int

@@ -139,6 +139,7 @@ class CampaignStatsRow(Base):
     click_rate: Mapped[float] = mapped_column(Float)
     unsubscribes: Mapped[int]
     complaints: Mapped[int]
+    suppressed: Mapped[int] = mapped_column(server_default="0")
     top_links: Mapped[list[dict[str, Any]]] = mapped_column(_JSON)
     best_send_hour: Mapped[int | None]
     trend: Mapped[dict[str, Any]] = mapped_column(_JSON)

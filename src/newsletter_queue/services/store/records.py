@@ -208,6 +208,8 @@ class CampaignStats:
     trend: CampaignTrend
     started_at: datetime | None
     computed_at: datetime
+    suppressed: int = 0
+    """Recipients not sent because they were on the tenant's suppression list."""
 
     def to_dict(self) -> dict[str, Any]:
         out = _to_dict(self)
