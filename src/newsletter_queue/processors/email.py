@@ -48,6 +48,7 @@ from ..errors import DeliveryError, JobValidationError
 from ..jobs import EmailJobData, Recipient, validate_job
 from ..keyspace import SMTP_BREAKER
 from ..services.circuit import CircuitBreaker
+from ..services.links import Links
 from ..services.ratelimit import SendRateLimiter
 from ..services.render import (
     CompiledCampaign,
@@ -131,7 +132,7 @@ class EmailProcessor:
     """Processes ``email`` queue jobs. Create one per worker process.
 
     Args:
-        settings: mail settings (sender, rates, unsubscribe URL).
+        settings: mail settings (sender, rates, unsubscribe URL and signing secret).
         redis: command client (ledger, rate limits, breaker).
         transport: sends messages (the SMTP pool).
         campaigns: stored campaign content.
@@ -168,6 +169,7 @@ class EmailProcessor:
         self.campaigns = campaigns
         self.deliveries = deliveries
         self.suppressions = suppressions
+        self.links = Links.from_settings(settings)
         self.wake = wake
         self.lifecycle = lifecycle or CampaignLifecycle(redis, settings.key_prefix)
         self.breaker = breaker or CircuitBreaker(
@@ -283,7 +285,7 @@ class EmailProcessor:
             compiled = CompiledCampaign(
                 data.tenant_id, data.campaign_id, content,
                 default_from=self.settings.mail_from,
-                unsubscribe_base_url=self.settings.unsubscribe_base_url)
+                links=self.links)
         except ContentError as exc:
             raise UnrecoverableError(str(exc)) from None
         if data.content is None:
