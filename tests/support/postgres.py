@@ -83,13 +83,15 @@ async def admin(url: str, sql: str) -> None:
         await conn.close()
 
 
-def create_database(server: str) -> str:
+def create_database(server: str, *, locale: str | None = None) -> str:
     """Create an empty ``nlqt_<random>`` database on ``server``; return its name.
 
     From ``template0``, which nobody can connect to: copying ``template1`` fails while any
-    other session on the server is connected to it."""
+    other session on the server is connected to it. ``locale``: its LC_COLLATE and
+    LC_CTYPE (default: the server's)."""
     name = f"nlqt_{uuid.uuid4().hex[:12]}"
-    run(admin(server, f'CREATE DATABASE "{name}" TEMPLATE template0'))
+    options = f" LOCALE '{locale}'" if locale is not None else ""
+    run(admin(server, f'CREATE DATABASE "{name}" TEMPLATE template0{options}'))
     return name
 
 
