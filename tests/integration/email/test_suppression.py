@@ -13,8 +13,10 @@ from newsletter_queue.manager import QueueManager
 from newsletter_queue.services.sink import SmtpSink
 from tests.integration.email.test_campaigns_managed import _finished, services
 from tests.support.helpers import wait_for_sink_total
+from tests.support.postgres import BOTH_STORES
 
 __all__ = ["services"]  # the fixture, shared with the managed-campaign tests
+pytestmark = BOTH_STORES  # each test on SQLite and on PostgreSQL
 
 READERS = [f"reader{i}@example.com" for i in range(60)]
 

@@ -20,8 +20,10 @@ from newsletter_queue.services.links import Links
 from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.services.store import Store
 from tests.integration.email.test_campaigns_managed import _finished, services
+from tests.support.postgres import BOTH_STORES
 
 __all__ = ["services"]  # the fixture, shared with the managed-campaign tests
+pytestmark = BOTH_STORES  # each test on SQLite and on PostgreSQL
 
 TOKEN = "tok-unsubscribe-9f8e7d6c5b4a"
 READERS = ["ann@example.com", "bob@example.com", "cy@example.com"]

@@ -87,3 +87,20 @@ async def test_erasure_keeps_only_the_hash(store: Store) -> None:
     bob = await store.get_suppression("t1", "bob@example.com")
     assert bob is not None
     assert (bob.email, bob.reason) == (None, "manual")
+
+
+async def test_erasure_matches_addresses_as_the_sends_do(store: Store) -> None:
+    # SQL lower() folds only ASCII on SQLite: the erasure must still find "JÜRGEN…";
+    # and "_" / "%" in an address are literal, not wildcards.
+    await store.record_deliveries([
+        DeliveryRecord("t1", "may", "JÜRGEN_x@example.com", "sent"),
+        DeliveryRecord("t1", "june", "jürgen_x@example.com", "sent"),
+        DeliveryRecord("t1", "june", "jürgenAx@example.com", "sent"),
+        DeliveryRecord("t1", "june", "100%@example.com", "sent"),
+        DeliveryRecord("t1", "june", "1000@example.com", "sent")])
+    result = await store.erase_address("t1", "Jürgen_X@example.com")
+    assert result.deliveries == 2
+    assert await store.get_delivery("t1", "june", "jürgenAx@example.com") is not None
+    assert (await store.erase_address("t1", "100%@example.com")).deliveries == 1
+    assert await store.get_delivery("t1", "june", "1000@example.com") is not None
+    assert await store.suppressed("t1", ["jürgen_x@EXAMPLE.com"]) == {"jürgen_x@EXAMPLE.com"}

@@ -146,13 +146,11 @@ class SuppressionList:
         """Forget an address for a tenant: delete its deliveries and events, and keep
         only a hashed suppression entry (created as *manual* if it had none), so it is
         still never mailed. One transaction."""
-        lowered = email.strip().lower()
         digest = address_hash(email)
         async with self._write() as conn:
-            deliveries = await conn.execute(delete(Delivery).where(
-                Delivery.tenant_id == tenant_id, func.lower(Delivery.email) == lowered))
-            events = await conn.execute(delete(Event).where(
-                Event.tenant_id == tenant_id, func.lower(Event.recipient) == lowered))
+            deliveries = await _delete_rows_of(conn, Delivery, Delivery.email, tenant_id,
+                                               email)
+            events = await _delete_rows_of(conn, Event, Event.recipient, tenant_id, email)
             kept = await conn.execute(update(Suppression).where(
                 Suppression.tenant_id == tenant_id, Suppression.email_hash == digest)
                 .values(email=None))
@@ -162,8 +160,8 @@ class SuppressionList:
                     tenant_id=tenant_id, email_hash=digest, email=None, reason="manual",
                     campaign_id=None, created_at=utcnow()).on_conflict_do_nothing(
                     index_elements=["tenant_id", "email_hash"]))
-        return ErasureResult(deliveries=int(deliveries.rowcount or 0),
-                             events=int(events.rowcount or 0), suppression_created=created)
+        return ErasureResult(deliveries=deliveries, events=events,
+                             suppression_created=created)
 
     @staticmethod
     def _suppression_filter(tenant_id: str, reason: str | None,
@@ -174,6 +172,24 @@ class SuppressionList:
         if campaign_id is not None:
             where.append(Suppression.campaign_id == campaign_id)
         return where
+
+
+async def _delete_rows_of(conn: AsyncConnection, model: Any, column: Any, tenant_id: str,
+                          email: str) -> int:
+    """Delete the tenant's rows whose address is ``email`` as Python compares addresses
+    (``str.lower``, as the sends and the suppression hash do). SQL ``lower()`` folds only
+    ASCII on SQLite (and on PostgreSQL in the C locale), so the candidates are found with
+    ``LIKE`` — every non-ASCII character a one-character wildcard — and compared here."""
+    wanted = email.strip().lower()
+    pattern = "".join(
+        "\\" + c if c in "\\%_" else (c if c.isascii() else "_") for c in wanted)
+    rows = (await conn.execute(select(model.id, column).where(
+        model.tenant_id == tenant_id,
+        func.lower(column).like(pattern, escape="\\")))).all()
+    ids = [row[0] for row in rows if str(row[1]).strip().lower() == wanted]
+    for start in range(0, len(ids), _IN_GROUP):
+        await conn.execute(delete(model).where(model.id.in_(ids[start:start + _IN_GROUP])))
+    return len(ids)
 
 
 def _suppression(r: Row[Any]) -> SuppressionRecord:
