@@ -114,8 +114,9 @@ function sentSummary(r, tenant, id) {
       "collapsed (the first row of each was kept)."));
   }
   if (r.skipped && r.skipped.length) {
-    parts.push(h("p", {}, `${plural(r.skipped.length, "bad row")} left out` +
-      (r.skipped.length >= MAX_ROWS_SHOWN ? " (the first 100 shown):" : ":")), rowList(r.skipped));
+    // The API lists at most the first 100: then there may be more.
+    parts.push(h("p", {}, r.skipped.length >= MAX_ROWS_SHOWN ? "100 bad rows or more left out (the first 100):"
+      : `${plural(r.skipped.length, "bad row")} left out:`), rowList(r.skipped));
   }
   return parts;
 }
@@ -158,6 +159,7 @@ async function sendCampaign() {
     const r = await api(`${campaignPath(target.tenant, target.id)}/send${String(qs) ? `?${qs}` : ""}`,
       { method: "POST", headers: { "Content-Type": type }, body: file });
     if (state.sendTarget !== target) return;
+    target.sent = true;
     out.replaceChildren(...sentSummary(r, target.tenant, target.id));
     announce(`Campaign ${target.id}: ${out.textContent}`);
     delete state.rendered.campaigns;
@@ -179,14 +181,16 @@ async function openSend(tenant, id, subject) {
   $("send-result").replaceChildren();
   $("send-ok").disabled = false;
   dialog.returnValue = "cancel";
+  const target = state.sendTarget;
   const closed = dialogResult(dialog);
   $("send-file").focus();
   await closed;
   state.sendTarget = null;
-  // The opener may have been re-rendered (a draft's Send… is gone once it is sent): then
-  // the open drawer's Close, or the campaign's name in the list.
-  const back = opener && opener.isConnected ? opener : !$("drawer").hidden ? $("drawer-close")
-    : document.querySelector(`[data-focus-key="open-${CSS.escape(id)}"]`);
+  // Once sent, the draft's Send… goes at the next render: focus what stays instead — the
+  // open drawer's Close, or the campaign's name in the list (re-focused across renders).
+  const back = !target.sent && opener && opener.isConnected ? opener
+    : !$("drawer").hidden ? $("drawer-close")
+      : document.querySelector(`[data-focus-key="open-${CSS.escape(id)}"]`);
   if (back) back.focus();
 }
 
