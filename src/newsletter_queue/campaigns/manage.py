@@ -243,7 +243,10 @@ class Campaigns:
         stats = None
         if state in ("completed", "cancelled"):
             stats = await store.get_campaign_stats(tenant_id, campaign_id)
-        return CampaignStatus.from_snapshot(tenant_id, campaign_id, snap, state, stats)
+        suppressions = await store.suppression_counts(tenant_id, campaign_id) \
+            if state != "draft" else {}
+        return CampaignStatus.from_snapshot(tenant_id, campaign_id, snap, state, stats,
+                                            suppressions)
 
     async def follow(self, tenant_id: str, campaign_id: str, *,
                      interval: float = FOLLOW_INTERVAL_S) -> AsyncIterator[CampaignStatus]:

@@ -66,6 +66,9 @@ class CampaignStatus:
     started_at: datetime | None
     finished_at: datetime | None
     stats: CampaignStats | None = None
+    suppressions: dict[str, int] = field(default_factory=dict)
+    """Addresses this campaign put on the suppression list, by reason (``unsubscribed``,
+    ``hard-bounce``, ``complaint``): its unsubscribes, bounces and complaints so far."""
 
     @property
     def finished(self) -> bool:
@@ -82,7 +85,8 @@ class CampaignStatus:
 
     @classmethod
     def from_snapshot(cls, tenant_id: str, campaign_id: str, snap: Snapshot,
-                      state: CampaignState, stats: CampaignStats | None) -> CampaignStatus:
+                      state: CampaignState, stats: CampaignStats | None,
+                      suppressions: dict[str, int] | None = None) -> CampaignStatus:
         total = snap.recipients
         pending = max(total - snap.sent - snap.bounced - snap.failed - snap.suppressed, 0)
         eta = round(pending / snap.rate, 1) if state == "sending" and snap.rate > 0 else None
@@ -93,7 +97,8 @@ class CampaignStatus:
             batches_done=snap.batches_done, batches_total=snap.batches_total,
             rate=snap.rate, eta_seconds=eta,
             send_at=_time(snap.send_at_ms), started_at=_time(snap.started_at_ms),
-            finished_at=_time(snap.completed_at_ms), stats=stats)
+            finished_at=_time(snap.completed_at_ms), stats=stats,
+            suppressions=dict(suppressions or {}))
 
 
 @dataclass(frozen=True)

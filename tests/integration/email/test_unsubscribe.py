@@ -83,6 +83,10 @@ async def test_a_one_click_unsubscribe_is_honoured_by_the_next_campaign(
     finally:
         await store.close()
 
+    june = await manager.campaigns.status("t1", "june")
+    assert june.suppressions == {"unsubscribed": 1}  # what the panel shows per campaign
+    assert june.to_dict()["suppressions"] == {"unsubscribed": 1}
+
     await manager.campaigns.save("t1", "july", subject="July", text="Hi")
     await manager.campaigns.send("t1", "july", [{"email": e} for e in READERS])
     july = await _finished(manager, "july")
