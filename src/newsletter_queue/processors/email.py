@@ -128,6 +128,10 @@ class BatchResult:
                 "reclaimed": self.reclaimed, "errors": self.errors[:20]}
 
 
+async def _or_empty(lookup: Awaitable[set[str]] | None) -> set[str]:
+    return set() if lookup is None else await lookup
+
+
 class EmailProcessor:
     """Processes ``email`` queue jobs. Create one per worker process.
 
@@ -311,7 +315,12 @@ class EmailProcessor:
                 result.busy += len(unrecorded)
                 result.busy_ms = max(result.busy_ms, 500)
                 chunk = [r for r in chunk if (ledger.key, r.email) not in self._unrecorded]
-        claims = await ledger.claim(token, [r.email for r in chunk])
+        emails = [r.email for r in chunk]
+        # The suppression lookup (the store) overlaps the claim (Redis): one of each.
+        listed = self.suppressions.suppressed(data.tenant_id, emails) \
+            if self.suppressions is not None and data.content is None and emails else None
+        claims, blocked = await asyncio.gather(ledger.claim(token, emails),
+                                               _or_empty(listed))
         attempt = job.attempts_made + 1
         to_send: list[Recipient] = []
         deliveries: list[Delivery] = []
@@ -334,8 +343,9 @@ class EmailProcessor:
                 if claim is Claim.RECLAIMED:
                     result.reclaimed += 1
                 to_send.append(recipient)
-        if to_send and self.suppressions is not None and data.content is None:
-            to_send = await self._drop_suppressed(data, to_send, attempt, result, deliveries)
+        if blocked:
+            to_send = self._drop_suppressed(data, to_send, blocked, attempt, result,
+                                            deliveries)
         if to_send:
             # At most a moment of waiting per job in all; beyond that the job is parked
             # so that other tenants' jobs get the worker slot.
@@ -381,17 +391,13 @@ class EmailProcessor:
             await self.breaker.record_success()
         return opened_ms
 
-    async def _drop_suppressed(self, data: EmailJobData, to_send: list[Recipient],
-                               attempt: int, result: BatchResult,
-                               deliveries: list[Delivery]) -> list[Recipient]:
-        """One lookup for the chunk's claimed recipients: those on the suppression list
-        are recorded *suppressed* (settled in the ledger like a bounce: never retried)
-        and left out."""
-        assert self.suppressions is not None
-        blocked = await self.suppressions.suppressed(data.tenant_id,
-                                                     [r.email for r in to_send])
-        if not blocked:
-            return to_send
+    @staticmethod
+    def _drop_suppressed(data: EmailJobData, to_send: list[Recipient], blocked: set[str],
+                         attempt: int, result: BatchResult, deliveries: list[Delivery]
+                         ) -> list[Recipient]:
+        """The claimed recipients on the suppression list (``blocked``, one lookup for the
+        chunk) are recorded *suppressed* — settled in the ledger like a bounce: never
+        retried — and left out."""
         for recipient in to_send:
             if recipient.email in blocked:
                 result.suppressed += 1
