@@ -5,7 +5,8 @@ via ``DATABASE_URL``).
 Redis holds jobs while they run; everything that must outlive the queue's retention —
 what was sent to whom, what recipients did, the aggregates, failed jobs kept for
 replay — lives here. Modules: ``store`` (the ``Store`` repository), ``records`` (the
-dataclasses it takes and returns), ``models`` (tables), ``migrate`` and ``migrations/``
+dataclasses it takes and returns; ``rows`` makes them from query rows), ``lookups`` (the
+campaign queries mixed into ``Store``), ``models`` (tables), ``migrate`` and ``migrations/``
 (the schema's Alembic revisions, run by ``Store.init()`` and ``newsletter-queue db
 upgrade``), ``backend`` (engines, SQLite tuning), ``aggregate`` (the analytics SQL) and
 ``adapters`` (the store as the email processor's campaign source and delivery recorder).

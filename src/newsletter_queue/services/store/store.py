@@ -31,7 +31,7 @@ from datetime import date, datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, case, func, insert, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -52,14 +52,13 @@ from .records import (
     AIResultRecord,
     CampaignRecord,
     CampaignStats,
-    CampaignTrend,
     DailyTenantStats,
     DeadLetterRecord,
     DeliveryRecord,
     EventRecord,
-    LinkClicks,
     utcnow,
 )
+from .rows import campaign_record, campaign_stats, dead_letter_record, delivery_record
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -183,13 +182,7 @@ class Store(CampaignLookups):
             row = (await conn.execute(select(Campaign.__table__).where(
                 Campaign.tenant_id == tenant_id, Campaign.campaign_id == campaign_id,
             ))).first()
-        if row is None:
-            return None
-        return CampaignRecord(
-            tenant_id=row.tenant_id, campaign_id=row.campaign_id, subject=row.subject,
-            html=row.html, text=row.text, from_addr=row.from_addr, reply_to=row.reply_to,
-            headers=dict(row.headers or {}), created_at=row.created_at,
-        )
+        return None if row is None else campaign_record(row)
 
     # --- deliveries --------------------------------------------------------------------
     async def record_deliveries(self, deliveries: Sequence[DeliveryRecord], *,
@@ -256,15 +249,7 @@ class Store(CampaignLookups):
                  .order_by(Delivery.id).offset(offset).limit(limit))
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
-        return [
-            DeliveryRecord(
-                tenant_id=r.tenant_id, campaign_id=r.campaign_id, email=r.email,
-                status=r.status, attempt=r.attempt, message_id=r.message_id,
-                smtp_code=r.smtp_code, smtp_response=r.smtp_response,
-                created_at=r.created_at, updated_at=r.updated_at,
-            )
-            for r in rows
-        ]
+        return [delivery_record(r) for r in rows]
 
     async def count_deliveries(
         self, tenant_id: str, campaign_id: str, status: str | None = None
@@ -333,7 +318,7 @@ class Store(CampaignLookups):
                 CampaignStatsRow.tenant_id == tenant_id,
                 CampaignStatsRow.campaign_id == campaign_id,
             ))).first()
-        return None if row is None else _campaign_stats(row)
+        return None if row is None else campaign_stats(row)
 
     # --- daily tenant stats ------------------------------------------------------------
     async def campaigns_active_on(self, tenant_id: str, day: date) -> list[str]:
@@ -398,13 +383,13 @@ class Store(CampaignLookups):
         query = query.order_by(DeadLetter.failed_at.desc(), DeadLetter.id.desc()).limit(limit)
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
-        return [_dead_letter(r) for r in rows]
+        return [dead_letter_record(r) for r in rows]
 
     async def get_dead_letter(self, id: int) -> DeadLetterRecord | None:
         async with self._read() as conn:
             row = (await conn.execute(
                 select(DeadLetter.__table__).where(DeadLetter.id == id))).first()
-        return None if row is None else _dead_letter(row)
+        return None if row is None else dead_letter_record(row)
 
     async def mark_dead_letter_replayed(self, id: int, new_job_id: str) -> bool:
         """Record that dead letter ``id`` was re-enqueued as ``new_job_id``.
@@ -445,23 +430,3 @@ def _day_range(day: date) -> tuple[datetime, datetime]:
     start = datetime(day.year, day.month, day.day)
     return start, start + timedelta(days=1)
 
-
-def _campaign_stats(row: Row[Any]) -> CampaignStats:
-    return CampaignStats(
-        tenant_id=row.tenant_id, campaign_id=row.campaign_id, sent=row.sent,
-        failed=row.failed, bounced=row.bounced, unique_opens=row.unique_opens,
-        open_rate=row.open_rate, unique_clicks=row.unique_clicks,
-        click_rate=row.click_rate, unsubscribes=row.unsubscribes,
-        complaints=row.complaints,
-        top_links=tuple(LinkClicks(str(x["url"]), int(x["clicks"]))
-                        for x in row.top_links or []),
-        best_send_hour=row.best_send_hour,
-        trend=CampaignTrend.from_dict(row.trend or {}),
-        started_at=row.started_at, computed_at=row.computed_at,
-    )
-
-
-def _dead_letter(row: Row[Any]) -> DeadLetterRecord:
-    values = row._asdict()
-    values["stacktrace"] = [str(s) for s in values.get("stacktrace") or []]
-    return DeadLetterRecord(**values)
