@@ -260,15 +260,15 @@ def test_with_auto_upgrade_off_start_up_fails_until_db_upgrade_has_run(
     with pytest.raises(DatabaseUpgradeRequiredError) as info:
         asyncio.run(start())
     message = str(info.value)
-    assert "release 0.1.0 (unversioned)" in message
+    assert "unversioned 0.1.0 tables" in message
     assert "(revision 0001)" in message
     assert "run `newsletter-queue db upgrade`" in message
     env = cli_env(url, tmp_path, NLQ_DB_AUTO_UPGRADE="false")
     schema_args = ["--schema", schema] if schema else []
     outputs = [message, db(env, "current", *schema_args)]
-    assert "release 0.1.0 (unversioned), not at head" in outputs[-1]
+    assert "unversioned 0.1.0 tables, not at head" in outputs[-1]
     outputs.append(db(env, "upgrade", *schema_args))
-    assert "upgraded release 0.1.0 (unversioned) → revision 0001" in outputs[-1]
+    assert "upgraded unversioned 0.1.0 tables → revision 0001" in outputs[-1]
     outputs.append(db(env, "current", *schema_args))
     assert "revision 0001 (head)" in outputs[-1]
     outputs.append(db(env, "upgrade", "--json", *schema_args))

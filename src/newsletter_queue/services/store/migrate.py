@@ -64,10 +64,10 @@ class SchemaStatus:
         return self.current == self.head
 
     def describe(self) -> str:
-        """``revision 0001``, ``empty`` or ``release 0.1.0 (unversioned)``."""
+        """``revision 0001``, ``empty`` or ``unversioned 0.1.0 tables``."""
         if self.current is not None:
             return f"revision {self.current}"
-        return "release 0.1.0 (unversioned)" if self.unversioned else "empty"
+        return "unversioned 0.1.0 tables" if self.unversioned else "empty"
 
     def to_dict(self) -> dict[str, Any]:
         return {"current": self.current, "head": self.head, "at_head": self.at_head,
