@@ -36,6 +36,7 @@ from tests.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT / "tests" / "fixtures" / "schema"
+HEAD = str(migrate.scripts().get_current_head())  # the shipped revisions' last one
 T0 = datetime(2026, 3, 10, 8, 0, tzinfo=UTC)
 # A few rows as release 0.1.0 wrote them; plain SQL that both backends take.
 ROWS = """
@@ -169,7 +170,7 @@ def test_an_empty_database_is_upgraded_to_the_models(
     url, schema = store_target
     env = cli_env(url, tmp_path)
     schema_args = ["--schema", schema] if schema else []
-    assert "empty, not at head (revision 0001)" in db(env, "current", *schema_args)
+    assert f"empty, not at head (revision {HEAD})" in db(env, "current", *schema_args)
 
     async def init() -> None:
         async with Store(url, schema=schema) as store:
@@ -179,9 +180,9 @@ def test_an_empty_database_is_upgraded_to_the_models(
     # Migrations and checks only look at nlq_* tables: every model must be one.
     assert all(name.startswith(migrate.TABLE_PREFIX) for name in Base.metadata.tables)
     assert asyncio.run(differences(url, schema)) == []
-    assert "revision 0001 (head)" in db(env, "current", *schema_args)
+    assert f"revision {HEAD} (head)" in db(env, "current", *schema_args)
     status = json.loads(db(env, "current", "--json", *schema_args))
-    assert (status["current"], status["head"], status["at_head"]) == ("0001", "0001", True)
+    assert (status["current"], status["head"], status["at_head"]) == (HEAD, HEAD, True)
     if backend == "postgresql":  # the version table is in the store's schema, not public
         found = asyncio.run(raw_fetch(url, None, "SELECT table_schema FROM information_schema"
                                       ".tables WHERE table_name = 'nlq_alembic_version'"))
@@ -195,7 +196,7 @@ async def test_a_previous_release_database_is_stamped_and_upgraded(
     url, schema = old_database
     async with Store(url, schema=schema) as store:
         status = await store.schema_status()
-        assert (status.current, status.at_head) == (migrate.BASELINE, True)
+        assert (status.current, status.at_head) == (HEAD, True)
         await check_old_rows(store)
         # Writes work on the old tables: an upsert on their unique constraint, a new id.
         await store.record_deliveries([
@@ -263,19 +264,19 @@ def test_with_auto_upgrade_off_start_up_fails_until_db_upgrade_has_run(
         asyncio.run(start())
     message = str(info.value)
     assert "unversioned 0.1.0 tables" in message
-    assert "(revision 0001)" in message
+    assert f"(revision {HEAD})" in message
     assert "run `newsletter-queue db upgrade`" in message
     env = cli_env(url, tmp_path, NLQ_DB_AUTO_UPGRADE="false")
     schema_args = ["--schema", schema] if schema else []
     outputs = [message, db(env, "current", *schema_args)]
     assert "unversioned 0.1.0 tables, not at head" in outputs[-1]
     outputs.append(db(env, "upgrade", *schema_args))
-    assert "upgraded unversioned 0.1.0 tables → revision 0001" in outputs[-1]
+    assert f"upgraded unversioned 0.1.0 tables → revision {HEAD}" in outputs[-1]
     outputs.append(db(env, "current", *schema_args))
-    assert "revision 0001 (head)" in outputs[-1]
+    assert f"revision {HEAD} (head)" in outputs[-1]
     outputs.append(db(env, "upgrade", "--json", *schema_args))
-    assert json.loads(outputs[-1]) == {"from": "0001", "from_state": "revision 0001",
-                                       "to": "0001", "changed": False}
+    assert json.loads(outputs[-1]) == {"from": HEAD, "from_state": f"revision {HEAD}",
+                                       "to": HEAD, "changed": False}
     asyncio.run(start(check=True))  # auto-upgrade still off: the database is at head now
     if secret is not None:
         assert all(secret not in text for text in outputs)
@@ -299,8 +300,8 @@ _SECOND = '''"""test only: a revision after the baseline."""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "9001"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -320,10 +321,11 @@ def downgrade() -> None:
 @pytest.fixture
 def second_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                     ) -> Iterator[Callable[[], str]]:
-    """Installs a revision 0002 beside the shipped ones (in this process only)."""
+    """Installs a revision 9001 after the shipped head (in this process only)."""
     extra = tmp_path / "extra_versions"
     extra.mkdir()
-    (extra / "0002_test_extra.py").write_text(_SECOND, encoding="utf-8")
+    (extra / "9001_test_extra.py").write_text(_SECOND.replace("{head}", HEAD),
+                                              encoding="utf-8")
     shipped = Path(migrate.scripts().dir) / "versions"
     plain = migrate.alembic_config
 
@@ -335,7 +337,7 @@ def second_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     def install() -> str:
         monkeypatch.setattr(migrate, "alembic_config", config)
         migrate.scripts.cache_clear()
-        return "0002"
+        return "9001"
 
     try:
         yield install
@@ -350,29 +352,29 @@ async def test_a_previous_release_database_goes_through_the_later_revisions(
     head = second_revision()
     behind = Store(url, schema=schema, auto_upgrade=False)
     try:
-        with pytest.raises(DatabaseUpgradeRequiredError, match=r"\(revision 0002\)"):
+        with pytest.raises(DatabaseUpgradeRequiredError, match=r"\(revision 9001\)"):
             await behind.init()
     finally:
         await behind.close()
-    async with Store(url, schema=schema) as store:  # stamped at 0001, upgraded to 0002
+    async with Store(url, schema=schema) as store:  # stamped at 0001, upgraded to 9001
         assert (await store.schema_status()).current == head
         await check_old_rows(store)
-    await raw_sql(url, schema, "INSERT INTO nlq_test_extra (id, note) VALUES (1, 'by 0002');")
-    assert await raw_fetch(url, schema, "SELECT note FROM nlq_test_extra") == [("by 0002",)]
+    await raw_sql(url, schema, "INSERT INTO nlq_test_extra (id, note) VALUES (1, 'by 9001');")
+    assert await raw_fetch(url, schema, "SELECT note FROM nlq_test_extra") == [("by 9001",)]
 
 
 async def test_db_upgrade_goes_from_one_revision_to_the_next(
         store_target: tuple[str, str | None], second_revision: Callable[[], str]) -> None:
     url, schema = store_target
     async with Store(url, schema=schema) as store:
-        assert (await store.schema_status()).current == "0001"
+        assert (await store.schema_status()).current == HEAD
     head = second_revision()  # a release later
     store = Store(url, schema=schema, auto_upgrade=False)
     try:
-        with pytest.raises(DatabaseUpgradeRequiredError, match=r"\(revision 0001\)"):
+        with pytest.raises(DatabaseUpgradeRequiredError, match=rf"\(revision {HEAD}\)"):
             await store.init()
         done = await store.upgrade()
-        assert (done.before.current, done.head, done.changed) == ("0001", head, True)
+        assert (done.before.current, done.head, done.changed) == (HEAD, head, True)
         await store.init()  # at head: auto-upgrade being off does not matter
         assert (await store.schema_status()).current == head
     finally:
@@ -412,5 +414,5 @@ async def test_two_processes_initialise_an_empty_database_at_once(
     results = await asyncio.gather(*(s.communicate(b"go\n") for s in starters))
     for starter, (out, err) in zip(starters, results, strict=True):
         assert starter.returncode == 0, err.decode()[-3000:]
-        assert out.decode().split() == ["0001"]
+        assert out.decode().split() == [HEAD]
     assert await differences(url, schema) == []
