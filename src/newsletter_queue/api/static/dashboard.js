@@ -1,6 +1,7 @@
 // newsletter-queue dashboard: plain JavaScript, no build step, no third-party code.
 // Polls the dev API every 2 s; every value is inserted as text (never as HTML).
-// campaign-form.js (loaded after this file) adds the Campaigns panel's form and Send… dialog.
+// campaign-form.js (loaded after this file) adds the Campaigns panel's form and Send… dialog,
+// suppressions.js (after that) the Suppressions panel.
 "use strict";
 
 const POLL_MS = 2000;
@@ -356,7 +357,10 @@ function renderDrawer(job) {
 // ---------- campaigns ----------
 // A tenant's campaigns (GET /api/tenants/{tenant}/campaigns), refreshed with the rest.
 const CAMPAIGN_PAGE_SIZE = 20;
-const OUTCOMES = ["sent", "bounced", "failed", "pending"];
+// A recipient's outcome; "suppressed": skipped because it is on the tenant's suppression list.
+const OUTCOMES = ["sent", "bounced", "failed", "suppressed", "pending"];
+// What a campaign put on the suppression list (status.suppressions), by reason.
+const LISTED = [["Unsubscribes", "unsubscribed"], ["Bounces", "hard-bounce"], ["Complaints", "complaint"]];
 const campaignPath = (tenant, id) => `/api/tenants/${encodeURIComponent(tenant)}/campaigns` +
   (id === undefined ? "" : `/${encodeURIComponent(id)}`);
 // A list item carries its status nested ({campaign_id, subject, status: {...}}) or flat.
@@ -513,20 +517,30 @@ async function loadCampaignDrawer() {
 
 function renderCampaignFacts(tenant, s) {
   const facts = [["State", s.state], ["Total", s.total], ["Sent", s.sent], ["Bounced", s.bounced],
-    ["Failed", s.failed], ["Pending", s.pending], ["Batches", `${s.batches_done} of ${s.batches_total}`],
-    ["Rate", fmtRate(s)], ["Send at", fmtIso(s.send_at)], ["Started", fmtIso(s.started_at)],
+    ["Failed", s.failed], ["Suppressed", s.suppressed ?? 0], ["Pending", s.pending],
+    ["Batches", `${s.batches_done} of ${s.batches_total}`], ["Rate", fmtRate(s)], ["Send at", fmtIso(s.send_at)], ["Started", fmtIso(s.started_at)],
     ["Finished", fmtIso(s.finished_at)]];
   const parts = [
     h("dl", {}, facts.flatMap(([k, v]) => [h("dt", {}, k),
       h("dd", { "data-testid": `drawer-${k.toLowerCase().replace(" ", "-")}` }, String(v))])),
     progressBar(s), campaignActions(tenant, s, "drawer")];
+  if (s.state !== "draft") {
+    // Live, from the suppression list (not only once the stats are computed).
+    const listed = s.suppressions || {};
+    parts.push(h("h3", {}, "Put on the suppression list"),
+      h("p", { class: "muted" }, "Recipients this campaign has put on the tenant's suppression list so far."),
+      h("dl", { "data-testid": "campaign-suppressions" }, LISTED.flatMap(([label, reason]) => [
+        h("dt", {}, label), h("dd", { "data-testid": `drawer-${label.toLowerCase()}` }, String(listed[reason] || 0))])));
+  }
   const st = s.stats;
   if (st) {
     parts.push(h("h3", {}, "Stats"), h("dl", { "data-testid": "campaign-stats" },
       h("dt", {}, "Opens"), h("dd", {}, `${st.unique_opens} (${fmtPct(st.open_rate)})`),
       h("dt", {}, "Clicks"), h("dd", {}, `${st.unique_clicks} (${fmtPct(st.click_rate)})`),
-      h("dt", {}, "Unsubscribes"), h("dd", {}, String(st.unsubscribes)),
-      h("dt", {}, "Complaints"), h("dd", {}, String(st.complaints))),
+      h("dt", {}, "Unsubscribes"), h("dd", { "data-testid": "stats-unsubscribes" }, String(st.unsubscribes)),
+      h("dt", {}, "Complaints"), h("dd", {}, String(st.complaints)),
+      h("dt", {}, "Bounced"), h("dd", {}, String(st.bounced)),
+      h("dt", {}, "Suppressed"), h("dd", { "data-testid": "stats-suppressed" }, String(st.suppressed ?? 0))),
     h("h3", {}, "Top links"), st.top_links.length
       ? h("ol", { class: "top-links" }, st.top_links.map((l) => h("li", {}, h("span", { class: "url" }, l.url),
         ` — ${l.clicks} click(s)`)))
@@ -623,7 +637,8 @@ async function refresh() {
     renderOverview(data);
     if (data.redis.ok) {
       showAlert("");
-      await Promise.all([loadJobs(), loadCampaigns(), loadDeadLetters(), loadMail()]);
+      await Promise.all([loadJobs(), loadCampaigns(), loadSuppressions(), // suppressions.js
+        loadDeadLetters(), loadMail()]);
     }
   } catch (err) {
     showAlert(`Cannot reach the queue API: ${err.message}`);
