@@ -192,7 +192,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         router.add_api_route(f"/campaigns/{{campaign}}/{action}", control(action),
                              methods=["POST"], summary=summary, name=action)
 
-    @router.get("/campaigns/{campaign}/recipients/{email}",
+    @router.get("/campaigns/{campaign}/recipients/{email:path}",
                 summary="The delivery of one address in the campaign (404 if none)")
     async def recipient(tenant: Tenant, campaign: Campaign, email: str) -> Any:
         found = await campaigns.recipient(tenant, campaign, email)
@@ -200,7 +200,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
             raise ApiError(404, "no delivery recorded for this address in this campaign")
         return found.to_dict()
 
-    @router.get("/recipients/{email}/campaigns",
+    @router.get("/recipients/{email:path}/campaigns",
                 summary="The campaigns an address got, newest first")
     async def recipient_history(tenant: Tenant, email: str,
                                 limit: Annotated[int, Query(ge=1, le=500)] = 100) -> Any:

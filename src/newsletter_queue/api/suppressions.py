@@ -80,21 +80,21 @@ def build_router(ctx: ApiContext) -> APIRouter:
                 os.unlink(path)
         return result.to_dict()
 
-    @router.get("/suppressions/{email}", summary="One address's entry (404 if not listed)")
+    @router.get("/suppressions/{email:path}", summary="One address's entry (404 if not listed)")
     async def get(tenant: Tenant, email: Email) -> Any:
         found = await suppressions.get(tenant, email)
         if found is None:
             raise ApiError(404, "this address is not on the tenant's suppression list")
         return found.to_dict()
 
-    @router.delete("/suppressions/{email}",
+    @router.delete("/suppressions/{email:path}",
                    summary="Take an address off the list (404 if not listed)")
     async def remove(tenant: Tenant, email: Email) -> Any:
         if not await suppressions.remove(tenant, email):
             raise ApiError(404, "this address is not on the tenant's suppression list")
         return {"removed": True}
 
-    @router.delete("/recipients/{email}",
+    @router.delete("/recipients/{email:path}",
                    summary="Erase an address: its deliveries and events are deleted, a "
                            "hashed suppression entry keeps it from being mailed")
     async def erase(tenant: Tenant, email: Email) -> Any:

@@ -48,6 +48,10 @@ async def test_add_import_list_get_remove(api: httpx.AsyncClient) -> None:
     assert (await api.get(f"{S}?reason=complaint")).json()["total"] == 1
     ann = (await api.get(f"{S}/ANN@example.com")).json()
     assert (ann["email"], ann["reason"]) == ("Ann@example.com", "manual")
+    # An address may hold a "/" (RFC 5322 allows it): the routes take it whole.
+    assert (await api.post(S, json={"emails": ["a/b@example.com"]})).status_code == 201
+    assert (await api.get(f"{S}/a%2Fb@example.com")).json()["email"] == "a/b@example.com"
+    assert (await api.delete(f"{S}/a%2Fb@example.com")).json() == {"removed": True}
     assert (await api.delete(f"{S}/ann@example.com")).json() == {"removed": True}
     assert (await api.get(f"{S}/ann@example.com")).status_code == 404
     assert (await api.delete(f"{S}/ann@example.com")).status_code == 404
