@@ -40,7 +40,9 @@ _PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; form-action 'self';
              "base-uri 'none'; frame-ancestors 'none'")
 _MAX_FORM_BYTES = 16 * 1024
 
-Param = Annotated[str | None, Query(max_length=400)]
+# Unvalidated here (any length, any text): a bad value fails the signature check and gets
+# the same HTML 400 page as any other bad link, not a JSON validation error.
+Param = Annotated[str | None, Query()]
 
 
 def build_router(ctx: ApiContext) -> APIRouter:
