@@ -6,8 +6,9 @@ Redis holds jobs while they run; everything that must outlive the queue's retent
 what was sent to whom, what recipients did, the aggregates, failed jobs kept for
 replay — lives here. Modules: ``store`` (the ``Store`` repository), ``records`` (the
 dataclasses it takes and returns), ``models`` (tables), ``backend`` (engines, SQLite
-tuning), ``aggregate`` (the analytics SQL), ``lookups`` and ``suppressions`` (mixed
-into ``Store``: campaign queries; the suppression list and erasure) and ``adapters``
+tuning), ``aggregate`` (the analytics SQL), ``lookups``, ``suppressions`` and ``reports`` (mixed
+into ``Store``: campaign queries; the suppression list and erasure; the lookups and
+writes of bounces and complaints that arrive later) and ``adapters``
 (the store as the email processor's campaign source and delivery recorder). Tables are created by
 ``Store.init()``; there are no migrations yet.
 """

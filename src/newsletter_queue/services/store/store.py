@@ -59,8 +59,10 @@ from .records import (
     DeliveryRecord,
     EventRecord,
     LinkClicks,
+    delivery_ref,
     utcnow,
 )
+from .reports import DeliveryReports
 from .suppressions import SuppressionList
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ log = logging.getLogger(__name__)
 _INIT_LOCK_KEY = 0x6E6C7131  # "nlq1": PostgreSQL advisory lock serialising init()
 
 
-class Store(CampaignLookups, SuppressionList):
+class Store(CampaignLookups, SuppressionList, DeliveryReports):
     """Campaigns, deliveries, events, stats, AI results and dead letters.
 
     Args:
@@ -197,6 +199,7 @@ class Store(CampaignLookups, SuppressionList):
                 "smtp_response": d.smtp_response, "message_id": d.message_id,
                 "attempt": d.attempt, "created_at": d.created_at or now,
                 "updated_at": d.updated_at or d.created_at or now,
+                "bounce_ref": delivery_ref(d.tenant_id, d.campaign_id, d.email),
             }
         stmt = self._insert(Delivery)
         if only_missing:
@@ -213,6 +216,7 @@ class Store(CampaignLookups, SuppressionList):
                 "smtp_response": stmt.excluded.smtp_response,
                 "message_id": stmt.excluded.message_id,
                 "attempt": stmt.excluded.attempt,
+                "bounce_ref": stmt.excluded.bounce_ref,
                 "updated_at": case(
                     (Delivery.status != stmt.excluded.status, stmt.excluded.updated_at),
                     else_=Delivery.updated_at,
