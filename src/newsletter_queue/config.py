@@ -42,6 +42,11 @@ DEFAULT_PROBE_URL = "redis://127.0.0.1:6379"
 MIN_PUBLIC_TOKEN_CHARS = 16
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.{}-]+$")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
+_DOMAIN_RE = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+"
+                        r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+# The bounce domain of `newsletter-queue up` with its dev sink, when none is set: the sink
+# hands what is sent to it to the inbound job (a .localhost name never leaves the machine).
+DEV_BOUNCE_DOMAIN = "bounces.localhost"
 
 
 # Query parameters that can carry a credential. redis-py turns *every* query parameter
@@ -186,6 +191,11 @@ class Settings(BaseSettings):
     signing_secret: SecretStr | None = Field(
         default=None, description="HMAC key of unsubscribe, tracking and bounce links; "
         "unset → generated once into state_dir/signing-secret")
+    bounce_domain: str | None = Field(
+        default=None, description="Domain of the bounce addresses (VERP): each message is "
+        "sent from bounces+<token>@<domain>, and that domain's mail must reach "
+        "POST /api/inbound; unset → the sender's address (up's dev sink: "
+        f"{DEV_BOUNCE_DOMAIN})")
     dev_smtp_port: int = Field(
         default=2525, ge=0, le=65535, description="Port of the dev SMTP sink (0: any free)")
     shutdown_timeout_s: float = Field(
@@ -253,6 +263,17 @@ class Settings(BaseSettings):
                 "set but blank; set a real token (at least "
                 f"{MIN_PUBLIC_TOKEN_CHARS} characters to bind beyond loopback) or unset it")
         return value
+
+    @field_validator("bounce_domain")
+    @classmethod
+    def _check_bounce_domain(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        domain = value.strip().rstrip(".").lower()
+        if not _DOMAIN_RE.fullmatch(domain) or len(domain) > 253:
+            raise ValueError("expected a domain name such as bounces.example.com (letters, "
+                             "digits, '-' and dots; no '@')")
+        return domain
 
     @field_validator("key_prefix")
     @classmethod

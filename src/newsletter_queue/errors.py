@@ -38,6 +38,7 @@ module name their module in brackets::
     │   ├── RenderError               one recipient's message cannot be rendered [services.render]
     │   ├── ContentError              the campaign content itself is unusable [services.render]
     │   └── TransientSendError        some recipients deferred; the job retries [processors.email]
+    ├── InboundPendingError           signed bounce, delivery not yet recorded [processors.inbound]
     ├── AIProviderError               an AI provider call failed [services.ai.base]
     │   ├── ProviderRateLimited       HTTP 429: pause the queue for retry_after_ms
     │   ├── ProviderUnavailable       5xx, timeout, garbled reply: retry

@@ -11,6 +11,8 @@ raises ``JobValidationError`` naming *every* bad field path (``recipients[3].ema
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import re
@@ -27,6 +29,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -170,6 +173,49 @@ class AnalyticsJobData(WireModel):
         return value
 
 
+INBOUND_MAX_BYTES = 256 * 1024
+"""The most of an inbound message that is kept: the report parts come first in a DSN or
+an ARF report, and what a longer one loses is the end of the returned copy."""
+
+
+class InboundMessageData(WireModel):
+    """A message that came back to the bounce address — a DSN, a delay warning, a
+    feedback-loop report: the analytics queue's ``inbound-message`` job.
+
+    ``message`` is the raw message, base64 (any bytes) or text, at most
+    ``INBOUND_MAX_BYTES`` once decoded; ``rcpt`` is the envelope recipient the MTA gave
+    it to, when known (a bounce address); ``truncated`` says the message was cut."""
+
+    message: str = Field(min_length=1, max_length=(INBOUND_MAX_BYTES + 2) // 3 * 4)
+    encoding: Literal["base64", "text"] = "base64"
+    rcpt: str | None = Field(default=None, max_length=998)
+    truncated: bool = False
+
+    @field_validator("rcpt")
+    @classmethod
+    def _rcpt(cls, value: str | None) -> str | None:
+        return None if value is None else _no_line_breaks(value)
+
+    @model_validator(mode="after")
+    def _decodes(self) -> InboundMessageData:
+        if len(self.raw()) > INBOUND_MAX_BYTES:
+            raise ValueError(f"message: more than {INBOUND_MAX_BYTES} bytes")
+        return self
+
+    def raw(self) -> bytes:
+        """The message's bytes.
+
+        Raises:
+            ValueError: ``message`` is not valid base64.
+        """
+        if self.encoding == "text":
+            return self.message.encode("utf-8", "surrogateescape")
+        try:
+            return base64.b64decode(self.message, validate=True)
+        except binascii.Error:
+            raise ValueError("message: not valid base64") from None
+
+
 class AIJobData(WireModel):
     """An AI task for a tenant."""
 
@@ -206,7 +252,8 @@ class TrackingEvent(WireModel):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-JobModel = TypeVar("JobModel", EmailJobData, AnalyticsJobData, AIJobData)
+JobModel = TypeVar("JobModel", EmailJobData, AnalyticsJobData, AIJobData,
+                   InboundMessageData)
 
 
 _MAX_PATH_PARTS = 2 * _MAX_NESTING  # deeper data still gets a readable path

@@ -7,8 +7,9 @@ also provides the worker hooks that keep the books: failed-for-good jobs become 
 letters, a campaign batch that fails for good still counts towards completion.
 
 ``run_worker_process`` (``newsletter-queue worker``) and ``run_system``
-(``newsletter-queue up``: Redis, embedded if needed, the dev SMTP sink, the database,
-every queue's workers and the dev API with its dashboard, in one process) each build
+(``newsletter-queue up``: Redis, embedded if needed, the dev SMTP sink — which hands
+mail to the bounce domain to the ``inbound-message`` job —, the database, every queue's
+workers and the dev API with its dashboard, in one process) each build
 one ``System`` (``system.py``), which handles the signals and stops it all in order.
 """
 
@@ -19,13 +20,13 @@ import logging
 import sys
 import traceback
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 
 from .campaigns import CampaignLifecycle, enqueue_campaign_complete
 from .campaigns.manage import wake_batch
-from .config import Settings
+from .config import DEV_BOUNCE_DOMAIN, Settings
 from .connection import AnyRedis, connect
 from .engine import Job, Worker
 from .keyspace import AI_BREAKER, emails_counter_key
@@ -34,6 +35,7 @@ from .monitor import MonitorRecorder
 from .processors.ai import build_ai_processors
 from .processors.analytics import build_analytics_processors
 from .processors.email import Delivery, EmailProcessor
+from .processors.inbound import build_inbound_processors
 from .queues import EMAIL_SEND_BATCH, QueueName
 from .registry import ProcessorRegistry
 from .services.ai import AIProvider, provider_from_settings
@@ -136,7 +138,8 @@ class WorkerServices:
             for name in (EMAIL_SEND_BATCH, "send-newsletter", "welcome-email",
                          "reminder-email", "transactional"):
                 registry.register(QueueName.EMAIL, name, self.email)
-        analytics = build_analytics_processors(self.store, limits=s.job_limits)
+        analytics = {**build_analytics_processors(self.store, limits=s.job_limits),
+                     **build_inbound_processors(self.store, s, limits=s.job_limits)}
         for name, analytics_fn in analytics.items():
             registry.register(QueueName.ANALYTICS, name, analytics_fn)
         breaker = CircuitBreaker(self.redis, s.key_prefix, AI_BREAKER,
@@ -200,7 +203,13 @@ async def run_system(
     queues: Sequence[str] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Run Redis (embedded if needed), the dev SMTP sink, workers and the dev API."""
+    """Run Redis (embedded if needed), the dev SMTP sink, workers and the dev API.
+
+    With the dev sink (no ``SMTP_URL``) and no ``NLQ_BOUNCE_DOMAIN``, messages are sent
+    from bounce addresses on ``DEV_BOUNCE_DOMAIN``, which the sink hands to the
+    ``inbound-message`` job: bounces can be tried out by mailing the sink."""
+    if settings.bounce_domain is None and settings.smtp_url is None:
+        settings = settings.model_copy(update={"bounce_domain": DEV_BOUNCE_DOMAIN})
     try:
         async with System(settings, stop=stop) as system:
             try:
@@ -237,14 +246,19 @@ async def _start_dev_system(system: System, host: str, port: int,
     redis = await connect(settings, client_name=f"{settings.key_prefix}:system")
     system.close_later(redis.aclose)
     smtp_url = settings.smtp_url.get_secret_value() if settings.smtp_url else None
+    sink: SmtpSink | None = None
     if smtp_url is None:
         sink = await SmtpSink("127.0.0.1", settings.dev_smtp_port, redis=redis,
-                              key_prefix=settings.key_prefix).start()
+                              key_prefix=settings.key_prefix,
+                              bounce_domain=settings.bounce_domain).start()
         system.close_later(sink.stop)
         smtp_url = sink.url
-        _say(f"dev SMTP sink on {sink.url} (captured mail is shown in the dashboard)")
+        _say(f"dev SMTP sink on {sink.url} (captured mail is shown in the dashboard; "
+             f"mail to @{settings.bounce_domain} is processed as bounces)")
     services = await _start_workers(system, WorkerServices(settings, smtp_url=smtp_url),
                                     queues)
+    if sink is not None and services.manager is not None:
+        sink.handler.inbound = inbound_hook(services.manager)
     _say("workers running: " + ", ".join(f"{w.queue}×{w.options.concurrency}"
                                          for w in system.workers))
     app = create_app(settings, manager=services.manager, store=services.store, host=host)
@@ -252,6 +266,15 @@ async def _start_dev_system(system: System, host: str, port: int,
     _say(f"dashboard: http://{host}:{port}/dashboard   (API: /api/dev/queue, "
          "metrics: /metrics)")
     return services
+
+
+def inbound_hook(manager: QueueManager) -> Callable[[bytes, str], Awaitable[object]]:
+    """What the dev sink does with mail to the bounce domain: the same
+    ``inbound-message`` job as ``POST /api/inbound``."""
+    async def hand_over(raw: bytes, rcpt: str) -> object:
+        return await manager.schedule_inbound_message(raw, rcpt=rcpt)
+
+    return hand_over
 
 
 DEMO_CONTENT = CampaignRecord(

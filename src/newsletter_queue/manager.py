@@ -18,6 +18,8 @@ Use it as an async context manager, or the lazily created module-level
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -33,9 +35,11 @@ from .errors import FieldError, JobValidationError
 from .job_options import MAX_PRIORITY as MAX_PRIORITY
 from .job_options import JobOptions, to_bullmq_options
 from .jobs import (
+    INBOUND_MAX_BYTES,
     AIJobData,
     AnalyticsJobData,
     EmailJobData,
+    InboundMessageData,
     Recipient,
     TrackingEvent,
     field_errors,
@@ -43,6 +47,7 @@ from .jobs import (
 )
 from .queues import (
     ANALYTICS_DAILY_AGGREGATION,
+    ANALYTICS_INBOUND_MESSAGE,
     EMAIL_BULK_PRIORITY,
     EMAIL_SEND_BATCH,
     QueueName,
@@ -85,12 +90,34 @@ class QueueManager(QueueBackend):
     async def schedule_analytics_job(
         self,
         name: str,
-        data: AnalyticsJobData | Mapping[str, Any],
+        data: AnalyticsJobData | InboundMessageData | Mapping[str, Any],
         opts: JobOptions | None = None,
     ) -> EnqueuedJob:
-        """Enqueue an analytics job (``campaign-complete`` or ``daily-aggregation``)."""
-        model = validate_job(AnalyticsJobData, data, self.settings.job_limits)
+        """Enqueue an analytics job (``campaign-complete`` or ``daily-aggregation``, or an
+        ``inbound-message`` with ``InboundMessageData``)."""
+        limits = self.settings.job_limits
+        model: AnalyticsJobData | InboundMessageData = (
+            validate_job(InboundMessageData, data, limits)
+            if name == ANALYTICS_INBOUND_MESSAGE
+            else validate_job(AnalyticsJobData, data, limits))
         return await self.add_job(QueueName.ANALYTICS, name, model.to_wire(), opts)
+
+    async def schedule_inbound_message(self, raw: bytes, *, rcpt: str | None = None
+                                       ) -> EnqueuedJob:
+        """Enqueue a message that came back to a bounce address (a DSN or an ARF
+        report) for the ``inbound-message`` job. A message over ``INBOUND_MAX_BYTES`` is
+        cut to it. The job id is the message's hash, so the same message handed over
+        twice (an MTA retrying its pipe) is one job while that job is kept; completed
+        ones are kept an hour at most (they carry the whole message)."""
+        truncated = len(raw) > INBOUND_MAX_BYTES
+        kept = raw[:INBOUND_MAX_BYTES]
+        digest = hashlib.sha256(kept + b"\0" + (rcpt or "").encode()).hexdigest()[:32]
+        data = InboundMessageData(message=base64.b64encode(kept).decode("ascii"),
+                                  rcpt=rcpt or None, truncated=truncated)
+        return await self.schedule_analytics_job(
+            ANALYTICS_INBOUND_MESSAGE, data,
+            {"job_id": f"inbound-{digest}",
+             "remove_on_complete": {"age": 3600, "count": 200}})
 
     async def schedule_ai_job(
         self,

@@ -143,3 +143,4 @@ EMAIL_BULK_PRIORITY = 1000
 EMAIL_SEND_BATCH = "send-batch"
 ANALYTICS_CAMPAIGN_COMPLETE = "campaign-complete"
 ANALYTICS_DAILY_AGGREGATION = "daily-aggregation"
+ANALYTICS_INBOUND_MESSAGE = "inbound-message"  # a bounce or complaint that came back

@@ -44,6 +44,8 @@ HTML_PAGES = {"/unsubscribe"}
 # A campaign send also takes an NDJSON upload (a string in the schema): sent as text, so
 # schemathesis covers that media type too (text/csv it serialises itself).
 schemathesis.serializer.alias("application/x-ndjson", "text/plain")
+# The raw message of POST /api/inbound, likewise.
+schemathesis.serializer.alias("message/rfc822", "text/plain")
 
 
 @schema.parametrize()

@@ -2,8 +2,9 @@
 
 ``create_app(settings)`` always serves ``/healthz`` (liveness), ``/readyz`` (Redis
 reachable), ``/metrics``, the campaign routes (``/api/tenants/{tenant}/campaigns``,
-``campaigns.py``), the suppression list (``suppressions.py``) and the public one-click
-unsubscribe (``/unsubscribe``, ``public.py``); the dev API (``/api/dev/...``) and the
+``campaigns.py``), the suppression list (``suppressions.py``), the bounce domain's
+inbound mail (``/api/inbound``, ``inbound.py``) and the public one-click unsubscribe
+(``/unsubscribe``, ``public.py``); the dev API (``/api/dev/...``) and the
 dashboard (``/dashboard``) are mounted only when ``settings.dev_mode`` or
 ``settings.dev_api`` is on. Access rules are in ``security.py``; error shapes in
 ``errors.py``; the request body caps (1 MiB, and ``NLQ_API_MAX_UPLOAD_BYTES`` for
@@ -31,7 +32,7 @@ from .. import __version__
 from ..config import Settings, load_settings
 from ..manager import QueueManager
 from ..system import System
-from . import campaigns, dev, jobs, public, suppressions
+from . import campaigns, dev, inbound, jobs, public, suppressions
 from .context import ApiContext
 from .errors import error_response, install_error_handlers
 from .limits import BodyLimitMiddleware
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None, *, manager: QueueManager | None
 
     app.include_router(campaigns.build_router(ctx))
     app.include_router(suppressions.build_router(ctx))
+    app.include_router(inbound.build_router(ctx))
     app.include_router(public.build_router(ctx))
     app.mount(DOCS_STATIC, StaticFiles(directory=DOCS_FILES), name="docs-static")
 

@@ -59,6 +59,7 @@ from ..services.render import (
 )
 from ..services.send_ledger import CampaignLedger, Claim
 from ..services.smtp import SmtpPermanentError, SmtpTransientError
+from ..services.verp import BounceAddresses
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,7 @@ class EmailProcessor:
         self.deliveries = deliveries
         self.suppressions = suppressions
         self.links = Links.from_settings(settings)
+        self.bounces = BounceAddresses.from_settings(settings, self.links.signer)
         self.wake = wake
         self.lifecycle = lifecycle or CampaignLifecycle(redis, settings.key_prefix)
         self.breaker = breaker or CircuitBreaker(
@@ -289,7 +291,7 @@ class EmailProcessor:
             compiled = CompiledCampaign(
                 data.tenant_id, data.campaign_id, content,
                 default_from=self.settings.mail_from,
-                links=self.links)
+                links=self.links, bounces=self.bounces)
         except ContentError as exc:
             raise UnrecoverableError(str(exc)) from None
         if data.content is None:
@@ -418,8 +420,8 @@ class EmailProcessor:
         except RenderError as exc:
             return outcome("failed", smtp_response=str(exc))
         try:
-            reply = await self.transport.send(campaign.envelope_from, recipient.email,
-                                              message)
+            reply = await self.transport.send(campaign.envelope_for(recipient.email),
+                                              recipient.email, message)
         except SmtpPermanentError as exc:
             return outcome("bounced", message_id=mid, smtp_code=exc.code,
                            smtp_response=exc.message[:500])

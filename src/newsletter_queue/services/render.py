@@ -14,6 +14,10 @@ recipient): should a message ever be sent twice (a crash in the instant between 
 SMTP server accepting it and our ledger recording it), the copies carry the same id and
 receivers that collapse duplicates will. ``List-Unsubscribe`` (with one-click POST,
 RFC 8058) is set on every message: the recipient's signed link (``links.Links``).
+
+The envelope sender (SMTP ``MAIL FROM``, the ``Return-Path`` the receiver records) is
+the recipient's own bounce address when a bounce domain is configured (``verp``), so
+that what comes back says whose message it was; otherwise the campaign's sender.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from ..errors import DeliveryError
 from ..jobs import Recipient
 from .links import Links
 from .template_bounds import MAX_LOOP_NESTING, MAX_STRING, BoundedSandbox, deadline
+from .verp import BounceAddresses
 
 _TAGS = re.compile(r"<[^>]+>")
 # RFC 5322 field names: printable ASCII except ':' (and so no space).
@@ -162,13 +167,16 @@ class CompiledCampaign:
         content: subject, bodies and sender of the campaign.
         default_from: sender when the content has none.
         links: builds the recipient's signed one-click unsubscribe link.
+        bounces: makes each recipient's bounce address (``envelope_for``); without it,
+            or without a bounce domain, every message's envelope sender is the sender's.
 
     Raises:
         ContentError: a template does not compile, or there is no body at all.
     """
 
     def __init__(self, tenant_id: str, campaign_id: str, content: Content, *,
-                 default_from: str, links: Links) -> None:
+                 default_from: str, links: Links,
+                 bounces: BounceAddresses | None = None) -> None:
         if not content.html and not content.text:
             raise ContentError(f"campaign {campaign_id!r} of tenant {tenant_id!r} has "
                                "neither an HTML nor a text body")
@@ -182,6 +190,7 @@ class CompiledCampaign:
                                "has no address")
         self.domain = self.envelope_from.rpartition("@")[2] or "localhost"
         self.links = links
+        self.bounces = bounces
         self._from_header = _address_header(self.sender_header)
         self._reply_to_header = _address_header(content.reply_to or "")
         for name, value in [("from", self.sender_header), ("reply-to", content.reply_to or ""),
@@ -206,6 +215,15 @@ class CompiledCampaign:
         except TemplateError as exc:
             raise ContentError(f"campaign {campaign_id!r} of tenant {tenant_id!r}: "
                                f"template error: {exc}") from None
+
+    def envelope_for(self, email: str) -> str:
+        """The SMTP ``MAIL FROM`` of the message to ``email``: its bounce address (VERP)
+        when there is a bounce domain, else ``envelope_from``."""
+        if self.bounces is not None:
+            address = self.bounces.address(self.tenant_id, self.campaign_id, email)
+            if address is not None:
+                return address
+        return self.envelope_from
 
     def unsubscribe_url(self, email: str) -> str:
         return self.links.unsubscribe_url(self.tenant_id, self.campaign_id, email)

@@ -33,6 +33,8 @@ from ..errors import ConfigurationError
 SECRET_FILE = "signing-secret"  # noqa: S105 — a file name, not a secret
 SIGNATURE_BYTES = 16
 """Bytes of HMAC kept in a signature (128 bits; 22 characters of base64url)."""
+MIN_MAC_BYTES = 8
+"""The shortest truncated MAC ``Signer.mac`` makes (64 bits)."""
 _SEPARATOR = "\x1f"  # cannot occur in tenant or campaign ids, nor in an address
 
 
@@ -57,6 +59,20 @@ class Signer:
             return False
         return len(given) == SIGNATURE_BYTES and hmac.compare_digest(
             given, self._mac(purpose, parts))
+
+    def mac(self, size: int, purpose: str, *parts: str) -> bytes:
+        """The first ``size`` bytes of the HMAC of ``parts`` for ``purpose``: for tokens
+        that must be short (a bounce address's local part), at least ``MIN_MAC_BYTES``."""
+        if not MIN_MAC_BYTES <= size <= SIGNATURE_BYTES:
+            raise ValueError(f"a MAC of {size} bytes: keep {MIN_MAC_BYTES} to "
+                             f"{SIGNATURE_BYTES}")
+        return self._mac(purpose, parts)[:size]
+
+    def verify_mac(self, given: bytes, size: int, purpose: str, *parts: str) -> bool:
+        """Whether ``given`` is ``mac(size, purpose, *parts)``; constant time. The size is
+        the caller's, not the token's: a shortened MAC is not an easier one to match."""
+        return len(given) == size and hmac.compare_digest(
+            given, self.mac(size, purpose, *parts))
 
     def _mac(self, purpose: str, parts: tuple[str, ...]) -> bytes:
         message = _SEPARATOR.join((purpose, *parts)).encode("utf-8", "surrogatepass")

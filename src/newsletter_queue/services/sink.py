@@ -11,6 +11,11 @@ over real SMTP without reaching anyone. It keeps:
 - optional failure rules for tests: answer ``451`` (transient) for a while, or ``550``
   (permanent) for chosen recipients.
 
+Given a bounce domain and an ``inbound`` hook (``nlq up`` passes its own and the
+``inbound-message`` job's enqueue), mail to ``…@<bounce domain>`` — a bounce or complaint
+sent to a message's VERP address — is handed to the hook instead of being captured, as
+the MTA of a real bounce domain hands it to ``POST /api/inbound``.
+
 It runs on the caller's event loop (``asyncio`` server), or standalone with
 ``python -m newsletter_queue.services.sink --port 1025``.
 """
@@ -27,7 +32,7 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from email.header import decode_header, make_header
 from email.parser import BytesParser
@@ -42,6 +47,8 @@ from ..keyspace import devmail_key
 log = logging.getLogger(__name__)
 
 DEVMAIL_KEEP = 200
+InboundHook = Callable[[bytes, str], Awaitable[object]]
+"""Takes the raw message and its envelope recipient (a bounce address)."""
 _PREVIEW_CHARS = 20_000
 
 
@@ -87,9 +94,13 @@ class FailureRules:
 class SinkHandler:
     """aiosmtpd handler: applies the failure rules and records what is accepted."""
 
-    def __init__(self, keep: int = 1000, redis: Any = None, redis_key: str | None = None
-                 ) -> None:
+    def __init__(self, keep: int = 1000, redis: Any = None, redis_key: str | None = None,
+                 *, bounce_domain: str | None = None,
+                 inbound: InboundHook | None = None) -> None:
         self.rules = FailureRules()
+        self.bounce_domain = bounce_domain.lower() if bounce_domain else None
+        self.inbound = inbound
+        self.inbound_handed = 0
         self.counts: collections.Counter[str] = collections.Counter()
         self.message_ids: collections.Counter[str] = collections.Counter()
         self.recent: collections.deque[CapturedMessage] = collections.deque(maxlen=keep)
@@ -108,6 +119,11 @@ class SinkHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str,
         rcpt_options: list[str],
     ) -> str:
+        if self.is_inbound(address):
+            if self.inbound is None:
+                return "451 4.3.0 Bounce processing is not ready yet, try again later"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
         verdict = self.rules.verdict(address)
         if verdict is not None:
             if verdict.startswith("4"):
@@ -124,6 +140,21 @@ class SinkHandler:
         raw = envelope.original_content or b""
         if isinstance(raw, str):
             raw = raw.encode()
+        inbound = [str(r) for r in envelope.rcpt_tos if self.is_inbound(str(r))]
+        if inbound:
+            hook = self.inbound
+            try:
+                if hook is None:
+                    raise RuntimeError("no inbound hook")
+                for rcpt in inbound:
+                    await hook(raw, rcpt)
+            except Exception:  # the sender keeps the message and tries again
+                log.warning("could not hand a bounce to the inbound job", exc_info=True)
+                return "451 4.3.0 Bounce processing failed, try again later"
+            self.inbound_handed += len(inbound)
+            envelope.rcpt_tos = [r for r in envelope.rcpt_tos if not self.is_inbound(str(r))]
+            if not envelope.rcpt_tos:
+                return "250 Message accepted for bounce processing"
         message = self._parser.parsebytes(raw)
         self._next_id += 1
         text, html = _bodies(message)
@@ -155,6 +186,11 @@ class SinkHandler:
         async with self._arrived:
             self._arrived.notify_all()
         return "250 Message accepted for delivery"
+
+    def is_inbound(self, address: str) -> bool:
+        """Whether ``address`` is on the bounce domain."""
+        return (self.bounce_domain is not None
+                and address.rpartition("@")[2].strip(">").lower() == self.bounce_domain)
 
     async def wait_for_total(self, total: int) -> None:
         """Wait until ``total`` recipients were accepted in all (wrap in a timeout)."""
@@ -205,17 +241,22 @@ class SmtpSink:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, keep: int = 1000,
                  redis: Any = None, key_prefix: str | None = None,
                  tls_context: ssl.SSLContext | None = None,
-                 credentials: tuple[str, str] | None = None) -> None:
+                 credentials: tuple[str, str] | None = None,
+                 bounce_domain: str | None = None,
+                 inbound: InboundHook | None = None) -> None:
         """Args:
             tls_context: offer STARTTLS (and require it before AUTH and mail).
             credentials: require AUTH with this user name and password.
+            bounce_domain, inbound: mail to the bounce domain goes to ``inbound``
+                (settable later as ``handler.inbound``; until then such mail gets 451).
         """
         self.host = host
         self.port = port
         self.tls_context = tls_context
         self.credentials = credentials
         redis_key = devmail_key(key_prefix) if key_prefix else None
-        self.handler = SinkHandler(keep=keep, redis=redis, redis_key=redis_key)
+        self.handler = SinkHandler(keep=keep, redis=redis, redis_key=redis_key,
+                                   bounce_domain=bounce_domain, inbound=inbound)
         self._server: asyncio.AbstractServer | None = None
 
     @property

@@ -5,9 +5,10 @@ via ``DATABASE_URL``).
 Redis holds jobs while they run; everything that must outlive the queue's retention —
 what was sent to whom, what recipients did, the aggregates, failed jobs kept for
 replay — lives here. Modules: ``store`` (the ``Store`` repository), ``records`` (the
-dataclasses it takes and returns; ``rows`` makes them from query rows), ``lookups`` and
-``suppressions`` (mixed into ``Store``: the campaign queries; the suppression list and
-erasure), ``models`` (tables), ``migrate`` and ``migrations/`` (the schema's Alembic
+dataclasses it takes and returns; ``rows`` makes them from query rows), ``lookups``,
+``suppressions`` and ``reports`` (mixed into ``Store``: the campaign queries; the
+suppression list and erasure; the lookups and writes of bounces and complaints that arrive
+later), ``models`` (tables), ``migrate`` and ``migrations/`` (the schema's Alembic
 revisions, run by ``Store.init()`` and ``newsletter-queue db upgrade``), ``backend``
 (engines, SQLite tuning), ``aggregate`` (the analytics SQL) and ``adapters`` (the store as
 the email processor's campaign source and delivery recorder).

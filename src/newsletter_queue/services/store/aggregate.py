@@ -10,8 +10,9 @@ is written as a grouped subquery, because SQLite has no ``COUNT(DISTINCT (a, b))
 Definitions (the same for a campaign and for a tenant's day):
 
 - *sent* — distinct recipients the SMTP server accepted: a ``sent`` delivery record or a
-  ``sent`` event (events may come from another sender through the dev API); a recipient
-  whose message bounced asynchronously afterwards is still counted as sent.
+  ``sent`` event (events may come from another sender through the dev API). A message
+  whose DSN came back later (``processors.inbound``) has its delivery record turned
+  *bounced*: it counts as bounced from then on, not as sent.
 - *bounced* — distinct recipients with a ``bounced`` delivery record or event.
 - *failed* — delivery records with status ``failed`` (never handed to the server).
 - *suppressed* — delivery records with status ``suppressed`` (on the tenant's

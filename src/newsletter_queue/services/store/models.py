@@ -35,6 +35,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from .records import BOUNCE_REF_BYTES
+
 _ID = String(128)
 _EMAIL = String(320)
 _JSON = JSON().with_variant(JSONB(), "postgresql")
@@ -89,6 +91,7 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "campaign_id", "email", name="uq_delivery"),
         Index("ix_delivery_tenant_updated", "tenant_id", "updated_at"),
+        Index("ix_delivery_bounce_ref", "bounce_ref"),
     )
 
     id: Mapped[int] = mapped_column(_PK, primary_key=True, autoincrement=True)
@@ -102,6 +105,9 @@ class Delivery(Base):
     attempt: Mapped[int]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # What the message's bounce address names (``records.delivery_ref``): how a bounce
+    # finds this row. Not unique: two deliveries may share one (then it names neither).
+    bounce_ref: Mapped[str | None] = mapped_column(String(2 * BOUNCE_REF_BYTES))
 
 
 class Event(Base):

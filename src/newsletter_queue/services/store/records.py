@@ -19,7 +19,8 @@ from typing import Any, Literal, get_args
 
 DeliveryStatus = Literal["sent", "failed", "bounced", "suppressed"]
 EventType = Literal[
-    "sent", "delivered", "bounced", "opened", "clicked", "unsubscribed", "complained"
+    "sent", "delivered", "bounced", "deferred", "opened", "clicked", "unsubscribed",
+    "complained",
 ]
 SuppressionReason = Literal["unsubscribed", "hard-bounce", "complaint", "manual"]
 DELIVERY_STATUSES: frozenset[str] = frozenset(get_args(DeliveryStatus))
@@ -31,6 +32,19 @@ def address_hash(email: str) -> str:
     """How the suppression list knows an address: SHA-256 (hex) of it lowercased and
     stripped. An erased address is kept as this alone, so it is still never mailed."""
     return hashlib.sha256(email.strip().lower().encode("utf-8", "surrogatepass")).hexdigest()
+
+
+BOUNCE_REF_BYTES = 10
+
+
+def delivery_ref(tenant_id: str, campaign_id: str, email: str) -> str:
+    """The reference of one delivery that its bounce address carries (``services.verp``),
+    kept on the delivery row: the first ``BOUNCE_REF_BYTES`` of SHA-256 over tenant,
+    campaign and address (lowercased), as hex. No secret is needed to make it; the bounce
+    address's MAC is what makes it unforgeable."""
+    text = "\x1f".join(("bounce-ref", tenant_id, campaign_id, email.strip().lower()))
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+    return digest[:BOUNCE_REF_BYTES].hex()
 
 
 def utcnow() -> datetime:

@@ -56,8 +56,10 @@ from .records import (
     DeadLetterRecord,
     DeliveryRecord,
     EventRecord,
+    delivery_ref,
     utcnow,
 )
+from .reports import DeliveryReports
 from .rows import campaign_record, campaign_stats, dead_letter_record, delivery_record
 from .suppressions import SuppressionList
 
@@ -65,7 +67,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class Store(CampaignLookups, SuppressionList):
+class Store(CampaignLookups, SuppressionList, DeliveryReports):
     """Campaigns, deliveries, events, stats, AI results and dead letters.
 
     Args:
@@ -207,6 +209,7 @@ class Store(CampaignLookups, SuppressionList):
                 "smtp_response": d.smtp_response, "message_id": d.message_id,
                 "attempt": d.attempt, "created_at": d.created_at or now,
                 "updated_at": d.updated_at or d.created_at or now,
+                "bounce_ref": delivery_ref(d.tenant_id, d.campaign_id, d.email),
             }
         stmt = self._insert(Delivery)
         if only_missing:
@@ -223,6 +226,7 @@ class Store(CampaignLookups, SuppressionList):
                 "smtp_response": stmt.excluded.smtp_response,
                 "message_id": stmt.excluded.message_id,
                 "attempt": stmt.excluded.attempt,
+                "bounce_ref": stmt.excluded.bounce_ref,
                 "updated_at": case(
                     (Delivery.status != stmt.excluded.status, stmt.excluded.updated_at),
                     else_=Delivery.updated_at,
