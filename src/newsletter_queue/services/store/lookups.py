@@ -30,7 +30,8 @@ class CampaignLookups:
         return [CampaignRecord(
             tenant_id=r.tenant_id, campaign_id=r.campaign_id, subject=r.subject,
             html=r.html, text=r.text, from_addr=r.from_addr, reply_to=r.reply_to,
-            headers=dict(r.headers or {}), created_at=r.created_at) for r in rows]
+            headers=dict(r.headers or {}), created_at=r.created_at,
+            track_opens=r.track_opens, track_clicks=r.track_clicks) for r in rows]
 
     async def count_campaigns(self, tenant_id: str) -> int:
         async with self._read() as conn:

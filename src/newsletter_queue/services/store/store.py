@@ -153,11 +153,13 @@ class Store(CampaignLookups, SuppressionList):
             subject=campaign.subject, html=campaign.html, text=campaign.text,
             from_addr=campaign.from_addr, reply_to=campaign.reply_to,
             headers=dict(campaign.headers), created_at=campaign.created_at or utcnow(),
+            track_opens=campaign.track_opens, track_clicks=campaign.track_clicks,
         )
         stmt = stmt.on_conflict_do_update(
             index_elements=["tenant_id", "campaign_id"],
             set_={name: stmt.excluded[name] for name in
-                  ("subject", "html", "text", "from_addr", "reply_to", "headers")},
+                  ("subject", "html", "text", "from_addr", "reply_to", "headers",
+                   "track_opens", "track_clicks")},
         )
         async with self._write() as conn:
             await conn.execute(stmt)
@@ -173,6 +175,7 @@ class Store(CampaignLookups, SuppressionList):
             tenant_id=row.tenant_id, campaign_id=row.campaign_id, subject=row.subject,
             html=row.html, text=row.text, from_addr=row.from_addr, reply_to=row.reply_to,
             headers=dict(row.headers or {}), created_at=row.created_at,
+            track_opens=row.track_opens, track_clicks=row.track_clicks,
         )
 
     # --- deliveries --------------------------------------------------------------------
@@ -297,7 +300,7 @@ class Store(CampaignLookups, SuppressionList):
             "unique_opens": stats.unique_opens, "open_rate": stats.open_rate,
             "unique_clicks": stats.unique_clicks, "click_rate": stats.click_rate,
             "unsubscribes": stats.unsubscribes, "complaints": stats.complaints,
-            "suppressed": stats.suppressed,
+            "suppressed": stats.suppressed, "opens": stats.opens, "clicks": stats.clicks,
             "top_links": [{"url": x.url, "clicks": x.clicks} for x in stats.top_links],
             "best_send_hour": stats.best_send_hour, "trend": stats.trend.to_dict(),
             "started_at": stats.started_at, "computed_at": stats.computed_at,
@@ -437,7 +440,8 @@ def _campaign_stats(row: Row[Any]) -> CampaignStats:
         failed=row.failed, bounced=row.bounced, unique_opens=row.unique_opens,
         open_rate=row.open_rate, unique_clicks=row.unique_clicks,
         click_rate=row.click_rate, unsubscribes=row.unsubscribes,
-        complaints=row.complaints, suppressed=row.suppressed,
+        complaints=row.complaints, suppressed=row.suppressed, opens=row.opens,
+        clicks=row.clicks,
         top_links=tuple(LinkClicks(str(x["url"]), int(x["clicks"]))
                         for x in row.top_links or []),
         best_send_hour=row.best_send_hour,
