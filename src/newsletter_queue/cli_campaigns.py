@@ -68,9 +68,9 @@ def _print_status(status: CampaignStatus) -> None:
     console.print(table)
     if status.stats is not None:
         s = status.stats
-        console.print(f"opens {s.unique_opens} ({s.open_rate:.1%}), clicks "
-                      f"{s.unique_clicks} ({s.click_rate:.1%}), unsubscribes "
-                      f"{s.unsubscribes}")
+        console.print(f"opens {s.unique_opens} ({s.open_rate:.1%}; {s.opens} in all), "
+                      f"clicks {s.unique_clicks} ({s.click_rate:.1%}; {s.clicks} in all), "
+                      f"unsubscribes {s.unsubscribes}")
 
 
 async def _follow(campaigns: Any, tenant: str, campaign: str) -> CampaignStatus:
@@ -99,12 +99,17 @@ def save(tenant: TenantArg, campaign: CampaignArg,
              exists=True, dir_okay=False, help="Plain-text body template file.")] = None,
          from_addr: Annotated[str | None, typer.Option("--from", help="From address.")] = None,
          reply_to: Annotated[str | None, typer.Option(help="Reply-To address.")] = None,
+         track_opens: Annotated[bool, typer.Option(
+             "--track-opens", help="Add an open pixel to the HTML body.")] = False,
+         track_clicks: Annotated[bool, typer.Option(
+             "--track-clicks", help="Track the HTML body's http(s) links.")] = False,
          ) -> None:
     """Save a draft's content (templates are checked: an error names field and line)."""
     html = html_file.read_text(encoding="utf-8") if html_file else None
     text = text_file.read_text(encoding="utf-8") if text_file else None
     _campaigns(lambda c: c.save(tenant, campaign, subject=subject, html=html, text=text,
-                                from_addr=from_addr, reply_to=reply_to))
+                                from_addr=from_addr, reply_to=reply_to,
+                                track_opens=track_opens, track_clicks=track_clicks))
     console.print(f"saved {campaign} ({tenant}) as a draft")
 
 

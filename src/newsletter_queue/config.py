@@ -188,6 +188,9 @@ class Settings(BaseSettings):
         default=5, description="Consecutive transient SMTP failures that open the circuit")
     smtp_breaker_cooldown_ms: PositiveInt = 30_000
     unsubscribe_base_url: str = "http://127.0.0.1:8000/unsubscribe"
+    tracking_base_url: str | None = Field(
+        default=None, description="Where the internet reaches the open pixel and click "
+        "redirect (/t/o, /t/c); unset → NLQ_UNSUBSCRIBE_BASE_URL less its last path segment")
     signing_secret: SecretStr | None = Field(
         default=None, description="HMAC key of unsubscribe, tracking and bounce links; "
         "unset → generated once into state_dir/signing-secret")

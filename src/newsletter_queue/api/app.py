@@ -3,8 +3,9 @@
 ``create_app(settings)`` always serves ``/healthz`` (liveness), ``/readyz`` (Redis
 reachable), ``/metrics``, the campaign routes (``/api/tenants/{tenant}/campaigns``,
 ``campaigns.py``), the suppression list (``suppressions.py``), the bounce domain's
-inbound mail (``/api/inbound``, ``inbound.py``) and the public one-click unsubscribe
-(``/unsubscribe``, ``public.py``); the dev API (``/api/dev/...``) and the
+inbound mail (``/api/inbound``, ``inbound.py``) and the public routes: the one-click
+unsubscribe (``/unsubscribe``, ``public.py``), the open pixel and the click redirect
+(``/t/o``, ``/t/c``, ``tracking.py``); the dev API (``/api/dev/...``) and the
 dashboard (``/dashboard``) are mounted only when ``settings.dev_mode`` or
 ``settings.dev_api`` is on. Access rules are in ``security.py``; error shapes in
 ``errors.py``; the request body caps (1 MiB, and ``NLQ_API_MAX_UPLOAD_BYTES`` for

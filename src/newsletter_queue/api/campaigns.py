@@ -74,6 +74,10 @@ class SaveBody(BaseModel):
     from_addr: str | None = Field(default=None, description="From (default NLQ_MAIL_FROM)")
     reply_to: str | None = None
     headers: dict[str, str] | None = Field(default=None, description="extra headers")
+    track_opens: bool = Field(default=False, description=(
+        "add an open pixel to the HTML body (opens are counted when it is loaded)"))
+    track_clicks: bool = Field(default=False, description=(
+        "point the HTML body's http(s) links at the signed click redirect"))
 
 
 class SendBody(BaseModel):

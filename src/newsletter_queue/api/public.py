@@ -1,4 +1,5 @@
-"""The routes the whole internet calls: the one-click unsubscribe.
+"""The routes the whole internet calls: the one-click unsubscribe (here) and the open
+pixel and click redirect of tracked campaigns (``tracking``, included by this router).
 
 ``POST /unsubscribe?tenant=…&campaign=…&email=…&sig=…`` with the body
 ``List-Unsubscribe=One-Click`` (``application/x-www-form-urlencoded`` or
@@ -33,6 +34,7 @@ from fastapi.responses import HTMLResponse
 from ..services.links import Links, LinkTarget
 from ..services.store import EventRecord
 from ..services.store.records import utcnow
+from . import tracking
 from .context import ApiContext
 
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
@@ -85,6 +87,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         return _page("You are unsubscribed",
                      f"<p>{_e(target.email)} gets no more of these emails.</p>")
 
+    router.include_router(tracking.build_router(ctx, links))  # /t/o, /t/c
     return router
 
 

@@ -24,9 +24,10 @@ The rule (also in docs/operating.md, "Who may call it"):
 4. On loopback, the ``Host`` header must name a loopback host (``localhost``,
    ``127.x.x.x``, ``[::1]``), so a DNS-rebinding page cannot reach the API through a
    name it controls.
-5. The public link routes (``PUBLIC_PATHS``: the one-click unsubscribe, ``api.public``)
-   are exempt from all of the above: they are meant for the whole internet, through the
-   platform's own domain, and act only on input signed with the signing secret.
+5. The public link routes (``PUBLIC_PATHS``: the one-click unsubscribe, ``api.public``,
+   and the open pixel and click redirect, ``api.tracking``) are exempt from all of the
+   above: they are meant for the whole internet, through the platform's own domain, and
+   act only on input signed with the signing secret.
 
 Tokens are compared in constant time, and no response ever echoes what was sent.
 """
@@ -44,7 +45,7 @@ from ..errors import ConfigurationError
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 STATIC_SHELL = ("/dashboard", "/dashboard/static/")
-PUBLIC_PATHS = frozenset({"/unsubscribe"})
+PUBLIC_PATHS = frozenset({"/unsubscribe", "/t/o", "/t/c"})
 PUBLIC_METHODS = frozenset({"GET", "HEAD", "POST"})
 
 

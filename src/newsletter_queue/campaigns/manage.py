@@ -78,8 +78,13 @@ class Campaigns:
     async def save(self, tenant_id: str, campaign_id: str, *, subject: str,
                    html: str | None = None, text: str | None = None,
                    from_addr: str | None = None, reply_to: str | None = None,
-                   headers: Mapping[str, str] | None = None) -> CampaignRecord:
+                   headers: Mapping[str, str] | None = None, track_opens: bool = False,
+                   track_clicks: bool = False) -> CampaignRecord:
         """Store a draft's content, compiled and checked as at send time.
+
+        ``track_opens`` adds an open pixel to each recipient's HTML, ``track_clicks``
+        points its ``http(s)`` links at the click redirect (``services.tracking``); both
+        are off unless asked for, and need an HTML body to do anything.
 
         Raises:
             JobValidationError: bad ids.
@@ -89,14 +94,16 @@ class Campaigns:
         """
         _check_ids(tenant_id, campaign_id)
         content = Content(subject=subject, html=html, text=text, from_addr=from_addr,
-                          reply_to=reply_to, headers=dict(headers or {}))
+                          reply_to=reply_to, headers=dict(headers or {}),
+                          track_opens=track_opens, track_clicks=track_clicks)
         self._compile(tenant_id, campaign_id, content)
         state = await self._redis_state(tenant_id, campaign_id)
         if state != "draft":
             raise CampaignStateError(tenant_id, campaign_id, state, "edit")
         record = CampaignRecord(tenant_id=tenant_id, campaign_id=campaign_id,
                                 subject=subject, html=html, text=text, from_addr=from_addr,
-                                reply_to=reply_to, headers=dict(headers or {}))
+                                reply_to=reply_to, headers=dict(headers or {}),
+                                track_opens=track_opens, track_clicks=track_clicks)
         await (await self._store()).upsert_campaign(record)
         return record
 

@@ -18,6 +18,10 @@ RFC 8058) is set on every message: the recipient's signed link (``links.Links``)
 The envelope sender (SMTP ``MAIL FROM``, the ``Return-Path`` the receiver records) is
 the recipient's own bounce address when a bounce domain is configured (``verp``), so
 that what comes back says whose message it was; otherwise the campaign's sender.
+
+A campaign that tracks opens or clicks (``Content.track_opens``/``track_clicks``) has its
+rendered HTML passed through ``tracking.Tracker`` per recipient: the open pixel and the
+click redirects are added after the template ran, the text part is left alone.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from ..errors import DeliveryError
 from ..jobs import Recipient
 from .links import Links
 from .template_bounds import MAX_LOOP_NESTING, MAX_STRING, BoundedSandbox, deadline
+from .tracking import Tracker
 from .verp import BounceAddresses
 
 _TAGS = re.compile(r"<[^>]+>")
@@ -82,6 +87,8 @@ class Content:
     from_addr: str | None = None
     reply_to: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    track_opens: bool = False
+    track_clicks: bool = False
 
 
 # A loader with no templates: without one, {% include %}, {% import %} and {% extends %}
@@ -166,7 +173,7 @@ class CompiledCampaign:
         tenant_id, campaign_id: identify the campaign (headers, Message-ID).
         content: subject, bodies and sender of the campaign.
         default_from: sender when the content has none.
-        links: builds the recipient's signed one-click unsubscribe link.
+        links: builds the recipient's signed links (unsubscribe, open pixel, clicks).
         bounces: makes each recipient's bounce address (``envelope_for``); without it,
             or without a bounce domain, every message's envelope sender is the sender's.
 
@@ -191,6 +198,9 @@ class CompiledCampaign:
         self.domain = self.envelope_from.rpartition("@")[2] or "localhost"
         self.links = links
         self.bounces = bounces
+        self._tracker = Tracker(links, tenant_id, campaign_id, opens=content.track_opens,
+                                clicks=content.track_clicks) \
+            if content.html and (content.track_opens or content.track_clicks) else None
         self._from_header = _address_header(self.sender_header)
         self._reply_to_header = _address_header(content.reply_to or "")
         for name, value in [("from", self.sender_header), ("reply-to", content.reply_to or ""),
@@ -247,6 +257,8 @@ class CompiledCampaign:
             text = _render(self._text, context) if self._text else html_to_text(html or "")
         except TemplateError as exc:
             raise RenderError(f"template error for {recipient.email}: {exc}") from None
+        if html is not None and self._tracker is not None:
+            html = self._tracker.apply(html, recipient.email)
         if "\r" in subject or "\n" in subject or "\0" in subject:
             raise RenderError(f"rendered subject for {recipient.email} contains a line "
                               "break or NUL (header injection refused)")

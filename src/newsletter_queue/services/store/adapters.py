@@ -55,7 +55,8 @@ class StoreCampaignSource:
             return None
         return Content(subject=campaign.subject, html=campaign.html, text=campaign.text,
                        from_addr=campaign.from_addr, reply_to=campaign.reply_to,
-                       headers=dict(campaign.headers))
+                       headers=dict(campaign.headers), track_opens=campaign.track_opens,
+                       track_clicks=campaign.track_clicks)
 
 
 class StoreDeliveryRecorder:

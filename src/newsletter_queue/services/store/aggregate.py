@@ -19,6 +19,9 @@ Definitions (the same for a campaign and for a tenant's day):
   suppression list when the batch came to them: never sent).
 - *unique opens/clicks*, *unsubscribes*, *complaints* — distinct recipients with such an
   event; open and click rates are divided by *sent* (0 when nothing was sent).
+- *opens/clicks* — every such event, a recipient's repeated opens and clicks included
+  (each hit of the open pixel or a click link records one, ``api.tracking``).
+- *top links* — the URLs with the most click events (every click counts).
 - *best send hour* — the UTC hour of day in which most distinct recipients opened.
 - *trend* — compared with the tenant's ``TREND_WINDOW`` most recent campaigns that
   started sending before this one (by first delivery), so recomputing an old campaign
@@ -140,6 +143,9 @@ async def compute_campaign_stats(
     suppressed = await _delivery_count(conn, deliveries, "suppressed")
     counts = await _event_counts(conn, events)
 
+    def total(kind: str) -> int:
+        return counts.get(kind, (0, 0))[0]
+
     def unique(kind: str) -> int:
         return counts.get(kind, (0, 0))[1]
 
@@ -187,6 +193,8 @@ async def compute_campaign_stats(
         best_send_hour=None if best is None else int(best.hour),
         trend=trend,
         suppressed=suppressed,
+        opens=total("opened"),
+        clicks=total("clicked"),
         started_at=started_at,
         computed_at=now,
     )

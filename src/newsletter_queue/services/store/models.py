@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     Dialect,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -84,6 +86,9 @@ class Campaign(Base):
     reply_to: Mapped[str | None] = mapped_column(String(512))
     headers: Mapped[dict[str, str]] = mapped_column(_JSON)
     created_at: Mapped[datetime]
+    # Open and click tracking, opted into per campaign (``services.tracking``).
+    track_opens: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    track_clicks: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class Delivery(Base):
@@ -146,6 +151,9 @@ class CampaignStatsRow(Base):
     unsubscribes: Mapped[int]
     complaints: Mapped[int]
     suppressed: Mapped[int] = mapped_column(server_default="0")
+    # Every open and click event, repeated hits included (the unique_* count recipients).
+    opens: Mapped[int] = mapped_column(server_default="0")
+    clicks: Mapped[int] = mapped_column(server_default="0")
     top_links: Mapped[list[dict[str, Any]]] = mapped_column(_JSON)
     best_send_hour: Mapped[int | None]
     trend: Mapped[dict[str, Any]] = mapped_column(_JSON)

@@ -75,6 +75,8 @@ class CampaignRecord:
     reply_to: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     created_at: datetime | None = None
+    track_opens: bool = False
+    track_clicks: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
@@ -224,6 +226,10 @@ class CampaignStats:
     computed_at: datetime
     suppressed: int = 0
     """Recipients not sent because they were on the tenant's suppression list."""
+    opens: int = 0
+    """Open events in all, repeated opens included (``unique_opens`` counts recipients)."""
+    clicks: int = 0
+    """Click events in all, repeated clicks included (``unique_clicks`` counts recipients)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = _to_dict(self)

@@ -21,7 +21,8 @@ def campaign_record(r: Row[Any]) -> CampaignRecord:
     return CampaignRecord(
         tenant_id=r.tenant_id, campaign_id=r.campaign_id, subject=r.subject, html=r.html,
         text=r.text, from_addr=r.from_addr, reply_to=r.reply_to,
-        headers=dict(r.headers or {}), created_at=r.created_at)
+        headers=dict(r.headers or {}), created_at=r.created_at,
+        track_opens=r.track_opens, track_clicks=r.track_clicks)
 
 
 def delivery_record(r: Row[Any]) -> DeliveryRecord:
@@ -37,7 +38,8 @@ def campaign_stats(row: Row[Any]) -> CampaignStats:
         failed=row.failed, bounced=row.bounced, unique_opens=row.unique_opens,
         open_rate=row.open_rate, unique_clicks=row.unique_clicks,
         click_rate=row.click_rate, unsubscribes=row.unsubscribes,
-        complaints=row.complaints, suppressed=row.suppressed,
+        complaints=row.complaints, suppressed=row.suppressed, opens=row.opens,
+        clicks=row.clicks,
         top_links=tuple(LinkClicks(str(x["url"]), int(x["clicks"]))
                         for x in row.top_links or []),
         best_send_hour=row.best_send_hour,

@@ -171,11 +171,13 @@ class Store(CampaignLookups, SuppressionList, DeliveryReports):
             subject=campaign.subject, html=campaign.html, text=campaign.text,
             from_addr=campaign.from_addr, reply_to=campaign.reply_to,
             headers=dict(campaign.headers), created_at=campaign.created_at or utcnow(),
+            track_opens=campaign.track_opens, track_clicks=campaign.track_clicks,
         )
         stmt = stmt.on_conflict_do_update(
             index_elements=["tenant_id", "campaign_id"],
             set_={name: stmt.excluded[name] for name in
-                  ("subject", "html", "text", "from_addr", "reply_to", "headers")},
+                  ("subject", "html", "text", "from_addr", "reply_to", "headers",
+                   "track_opens", "track_clicks")},
         )
         async with self._write() as conn:
             await conn.execute(stmt)
@@ -303,7 +305,7 @@ class Store(CampaignLookups, SuppressionList, DeliveryReports):
             "unique_opens": stats.unique_opens, "open_rate": stats.open_rate,
             "unique_clicks": stats.unique_clicks, "click_rate": stats.click_rate,
             "unsubscribes": stats.unsubscribes, "complaints": stats.complaints,
-            "suppressed": stats.suppressed,
+            "suppressed": stats.suppressed, "opens": stats.opens, "clicks": stats.clicks,
             "top_links": [{"url": x.url, "clicks": x.clicks} for x in stats.top_links],
             "best_send_hour": stats.best_send_hour, "trend": stats.trend.to_dict(),
             "started_at": stats.started_at, "computed_at": stats.computed_at,
