@@ -30,7 +30,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from newsletter_queue.config import DKIM_DEFAULT_HEADERS, load_settings
 from newsletter_queue.jobs import Recipient
 from newsletter_queue.services.dkim import DkimSigner
+from newsletter_queue.services.links import Links
 from newsletter_queue.services.render import CompiledCampaign, Content
+from newsletter_queue.services.signing import Signer
+
+LINKS = Links(Signer(b"bench-signing-secret-0123456789"),
+              unsubscribe_base_url="https://news.example.com/unsubscribe")
 
 
 def message_of(size: int) -> bytes:
@@ -41,7 +46,7 @@ def message_of(size: int) -> bytes:
             "bench", "c1", Content(subject="Grüße, {{ name }}: Ausgabe Nr. 12",
                                    html=f"<h1>Hallo {{{{ name }}}}</h1><p>{body}</p>",
                                    from_addr="Zoë's Café <news@example.com>"),
-            default_from="x@example.com", unsubscribe_base_url="https://u.example.com/u")
+            default_from="x@example.com", links=LINKS)
         return campaign.render(Recipient(email="renee@example.org", name="Renée Müller"))[1]
 
     words = 1

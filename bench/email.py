@@ -1,6 +1,7 @@
 """Benchmark: one campaign into the local SMTP sink with one worker process.
 
     python bench/email.py [--recipients 20000] [--batch-size 100]
+    python bench/email.py --suppression-effect [--listed 100000] [--rounds 2]
 
 The dev SMTP sink runs in its own process (``python -m newsletter_queue.services.sink``)
 and counts what it accepts per recipient; this process runs the email and analytics
@@ -11,6 +12,12 @@ runs from the moment the workers start until the ledger shows every recipient se
 Prints progress on stderr and, as its last stdout line, one JSON object:
 ``{"recipients": N, "delivered": N, "duplicates": D, "missing": M, "seconds": S,
 "emails_per_s": E}`` — delivered, duplicates and missing are counted at the sink.
+
+``--suppression-effect`` measures what the suppression check costs: runs with the
+check switched off and runs with it on against a list of ``--listed`` other addresses of
+the tenant (none of them a recipient, so both send the same mail), interleaved
+``--rounds`` times, and prints ``{"without": [emails/s…], "with": […], "ratio": R}`` —
+``ratio`` is the median with the check over the median without it (1.0 = free).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import asyncio
 import json
 import os
 import signal
+import statistics
 import subprocess
 import tempfile
 import time
@@ -49,7 +57,10 @@ def _start_sink(stats_file: Path) -> tuple[subprocess.Popen[str], int]:
     return proc, port
 
 
-async def run(recipients: int, batch_size: int, timeout_s: float) -> dict[str, float | int]:
+async def run(recipients: int, batch_size: int, timeout_s: float,
+              listed: int | None = 0) -> dict[str, float | int]:
+    """One campaign; ``listed`` addresses (not recipients) on the tenant's suppression list
+    first, or ``None``: the suppression check switched off."""
     workdir = Path(tempfile.mkdtemp(prefix="nlq-bench-email-"))
     stats_file = workdir / "sink.json"
     sink, port = _start_sink(stats_file)
@@ -70,12 +81,21 @@ async def run(recipients: int, batch_size: int, timeout_s: float) -> dict[str, f
         rows = [{"email": f"user{i}@example.com", "name": f"User {i}",
                  "personalizations": {"plan": "pro" if i % 2 else "free"}}
                 for i in range(recipients)]
+        if listed:
+            for start in range(0, listed, 10_000):
+                await services.store.suppress("bench", [
+                    f"listed{i}@example.org" for i in range(start, min(start + 10_000, listed))],
+                    "manual")
         await manager.schedule_batch_email_sending("c1", "bench", rows, batch_size)
         print(f"enqueued {recipients} recipients; sink on port {port}; Redis {manager.url}",
               file=sys.stderr)
         ledger = CampaignLedger(await manager.client(), prefix, "bench", "c1")
         started = time.perf_counter()
-        workers = system.start_workers(services.registry(), ["email", "analytics"])
+        registry = services.registry()
+        if listed is None:
+            assert services.email is not None
+            services.email.suppressions = None  # the check switched off
+        workers = system.start_workers(registry, ["email", "analytics"])
         services.attach_hooks(workers)
         last = -1
         while True:
@@ -114,10 +134,26 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--suppression-effect", action="store_true",
+                        help="compare runs without and with the suppression check")
+    parser.add_argument("--listed", type=int, default=100_000,
+                        help="addresses on the suppression list in the runs with the check")
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    result = asyncio.run(run(args.recipients, args.batch_size, args.timeout))
-    print(json.dumps(result))
+    if not args.suppression_effect:
+        print(json.dumps(asyncio.run(run(args.recipients, args.batch_size, args.timeout))))
+        return
+    rates: dict[str, list[float]] = {"without": [], "with": []}
+    for _ in range(args.rounds):
+        for label, listed in (("without", None), ("with", args.listed)):
+            result = asyncio.run(run(args.recipients, args.batch_size, args.timeout, listed))
+            if result["missing"]:
+                raise SystemExit(f"{label}: {result['missing']} recipients missing")
+            rates[label].append(float(result["emails_per_s"]))
+    print(json.dumps({**rates, "listed": args.listed, "recipients": args.recipients,
+                      "ratio": round(statistics.median(rates["with"])
+                                     / statistics.median(rates["without"]), 3)}))
 
 
 if __name__ == "__main__":

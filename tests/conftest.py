@@ -24,6 +24,9 @@ from newsletter_queue.connection import delete_prefix, resolve_redis_url
 from newsletter_queue.errors import RedisUnavailableError
 from newsletter_queue.manager import QueueManager
 
+# PostgreSQL for every directory: the server, throw-away databases, records_backend.
+pytest_plugins = ["tests.support.postgres"]
+
 # Settings read from the developer's environment must not leak into tests.
 for _name in list(os.environ):
     if _name.startswith("NLQ_") and not _name.startswith("NLQ_TEST_"):
@@ -71,10 +74,14 @@ async def redis_client(redis_url: str, prefix: str) -> AsyncIterator[aioredis.Re
 
 
 @pytest.fixture
-def settings(redis_url: str, prefix: str, tmp_path: Path, redis_client: aioredis.Redis
-             ) -> Settings:
+def settings(redis_url: str, prefix: str, tmp_path: Path, redis_client: aioredis.Redis,
+             database_url: str | None) -> Settings:
+    """The records store is SQLite in ``tmp_path`` unless the module runs on both
+    (``BOTH_STORES`` in tests/support/postgres.py): then PostgreSQL in a database of the
+    test's own for its ``[postgresql]`` case."""
     # Depends on redis_client so the prefix is cleaned after the test.
-    return make_settings(redis_url=redis_url, key_prefix=prefix, state_dir=tmp_path)
+    return make_settings(redis_url=redis_url, key_prefix=prefix, state_dir=tmp_path,
+                         database_url=database_url)
 
 
 @pytest.fixture

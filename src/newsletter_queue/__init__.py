@@ -7,7 +7,8 @@ The public API has two halves and a monitor:
 
 - **producing and administering** — ``QueueManager`` (and the lazily created
   ``queue_manager``), ``QueueAdmin``, ``Campaigns`` (``manager.campaigns``: save,
-  send, status, pause, resume, cancel) and what it returns, the job models,
+  send, status, pause, resume, cancel) and ``Suppressions`` (``manager.suppressions``)
+  and what they return, the job models,
   ``JobOptions``, the snapshots they return, ``Settings``;
 - **processing** — ``Worker``, ``Job``, ``WorkerOptions``, ``ProcessorRegistry``,
   ``System``/``run_workers``, and the signals a processor raises (``RateLimited``,
@@ -92,7 +93,9 @@ from .monitor import (
 from .queues import QUEUE_DEFAULTS, QueueConfig, QueueName
 from .registry import ProcessorRegistry
 from .services.render import ContentError
+from .services.store import ErasureResult, SuppressionRecord
 from .snapshots import EnqueuedJob, HealthCheck, JobInfo, QueueStats
+from .suppressions import ImportResult, SuppressionPage, Suppressions
 from .system import System, run_workers
 
 if TYPE_CHECKING:
@@ -124,10 +127,12 @@ __all__ = [
     "EmailJobData",
     "EmbeddedServerError",
     "EnqueuedJob",
+    "ErasureResult",
     "ErrorRecord",
     "EvictionPolicyError",
     "FieldError",
     "HealthCheck",
+    "ImportResult",
     "Job",
     "JobControl",
     "JobInfo",
@@ -160,6 +165,9 @@ __all__ = [
     "RowError",
     "SendResult",
     "Settings",
+    "SuppressionPage",
+    "SuppressionRecord",
+    "Suppressions",
     "System",
     "TrackingEvent",
     "UnrecoverableError",

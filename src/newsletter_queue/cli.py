@@ -425,6 +425,9 @@ def _check_bind(settings: Settings, host: str) -> None:
 
 
 app.add_typer(importlib.import_module(f"{__package__}.cli_campaigns").app, name="campaign")
+_suppression_cli = importlib.import_module(f"{__package__}.cli_suppressions")
+app.add_typer(_suppression_cli.app, name="suppression")
+app.command("erase")(_suppression_cli.erase)
 
 
 def main() -> None:

@@ -57,11 +57,12 @@ def _bad_rows(exc: RecipientsError) -> None:
 
 def _print_status(status: CampaignStatus) -> None:
     table = Table(title=f"{status.campaign_id} ({status.tenant_id}): {status.state}")
-    for column in ("total", "sent", "bounced", "failed", "pending", "batches", "rate/s",
-                   "eta s"):
+    for column in ("total", "sent", "bounced", "failed", "suppressed", "pending", "batches",
+                   "rate/s", "eta s"):
         table.add_column(column, justify="right")
     table.add_row(*(str(v) for v in (
-        status.total, status.sent, status.bounced, status.failed, status.pending,
+        status.total, status.sent, status.bounced, status.failed, status.suppressed,
+        status.pending,
         f"{status.batches_done}/{status.batches_total}", status.rate,
         status.eta_seconds if status.eta_seconds is not None else "-")))
     console.print(table)

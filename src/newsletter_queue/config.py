@@ -224,6 +224,9 @@ class Settings(BaseSettings):
         default=5, description="Consecutive transient SMTP failures that open the circuit")
     smtp_breaker_cooldown_ms: PositiveInt = 30_000
     unsubscribe_base_url: str = "http://127.0.0.1:8000/unsubscribe"
+    signing_secret: SecretStr | None = Field(
+        default=None, description="HMAC key of unsubscribe, tracking and bounce links; "
+        "unset → generated once into state_dir/signing-secret")
     dev_smtp_port: int = Field(
         default=2525, ge=0, le=65535, description="Port of the dev SMTP sink (0: any free)")
     shutdown_timeout_s: float = Field(

@@ -31,7 +31,8 @@ module name their module in brackets::
     ├── DeliveryError                 a campaign's mail could not be rendered or sent
     │   ├── SmtpError                 the SMTP server did not accept a message [services.smtp]
     │   │   ├── SmtpTransientError    4xx, timeout or lost connection: send later
-    │   │   │   └── SmtpInsecureAuthError  credentials but no TLS: AUTH was not sent
+    │   │   │   ├── SmtpInsecureAuthError  credentials but no TLS: AUTH was not sent
+    │   │   │   └── SmtpAuthError     the server refused our credentials: nobody bounces
     │   │   └── SmtpPermanentError    5xx: refused for good, the recipient bounces
     │   ├── RenderError               one recipient's message cannot be rendered [services.render]
     │   ├── ContentError              the campaign content itself is unusable [services.render]

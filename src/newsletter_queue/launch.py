@@ -127,6 +127,7 @@ class WorkerServices:
             self.email = EmailProcessor(
                 s, self.redis, self.pool, StoreCampaignSource(self.store),
                 deliveries=CountingRecorder(self.store, self.redis, s.key_prefix),
+                suppressions=self.store,
                 lifecycle=CampaignLifecycle(self.redis, s.key_prefix, on_complete=partial(
                     enqueue_campaign_complete, self.manager)),
                 wake=partial(wake_batch, self.manager))

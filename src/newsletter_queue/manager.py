@@ -49,6 +49,7 @@ from .queues import (
 )
 from .services.store import DeadLetterRecord, EventRecord
 from .snapshots import EnqueuedJob, HealthCheck, JobInfo, QueueStats
+from .suppressions import Suppressions
 
 __all__ = ["MAX_PRIORITY", "JobOptions", "QueueManager", "to_bullmq_options"]
 
@@ -67,6 +68,8 @@ class QueueManager(QueueBackend):
         self.admin = QueueAdmin(self)
         self.campaigns = Campaigns(self)
         """Save, send, watch, pause, resume and cancel campaigns (``campaigns.Campaigns``)."""
+        self.suppressions = Suppressions(self)
+        """The addresses a tenant's campaigns never mail (``suppressions.Suppressions``)."""
 
     # --- producers ---------------------------------------------------------------------
     async def schedule_email_job(

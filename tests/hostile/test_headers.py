@@ -27,6 +27,7 @@ from newsletter_queue.services.render import CompiledCampaign, Content, ContentE
 from newsletter_queue.services.store import CampaignRecord
 from tests.hostile.conftest import Engine
 from tests.hostile.test_poison_jobs import _write_raw_job
+from tests.support.helpers import TEST_LINKS
 
 INJECTED = "x@example.com\r\nBcc: victim@example.com"
 BREAKS = ["\r\nBcc: victim@example.com", "\nBcc: victim@example.com",
@@ -126,13 +127,13 @@ def test_custom_headers_cannot_duplicate_ours_or_be_malformed(name: str) -> None
     content = Content(subject="Hi", text="Hello", headers={name: "attacker@example.com"})
     with pytest.raises(ContentError, match="header"):
         CompiledCampaign("t", "c", content, default_from="News <news@example.com>",
-                         unsubscribe_base_url="http://127.0.0.1/u")
+                         links=TEST_LINKS)
 
 
 def test_custom_header_allowed_and_written_once() -> None:
     content = Content(subject="Hi", text="Hello", headers={"X-Mailer-Campaign": "spring"})
     campaign = CompiledCampaign("t", "c", content, default_from="News <news@example.com>",
-                                unsubscribe_base_url="http://127.0.0.1/u")
+                                links=TEST_LINKS)
     _, raw = campaign.render(Recipient(email="r@example.com"))
     message = BytesParser(policy=compat32).parsebytes(raw)
     assert message.get_all("X-Mailer-Campaign") == ["spring"]

@@ -17,16 +17,21 @@ import sys
 
 import pytest
 
+from tests.support.helpers import TEST_LINKS
+
 CHILD = r"""
 import json, sys
 from newsletter_queue.jobs import Recipient
 from newsletter_queue.services.render import CompiledCampaign, Content, ContentError, RenderError
+from newsletter_queue.services.links import Links
+from newsletter_queue.services.signing import Signer
+TEST_LINKS = Links(Signer(b"k" * 32), unsubscribe_base_url="http://127.0.0.1:8000/unsubscribe")
 template = sys.stdin.read()
 outcome = "rendered"
 try:
     campaign = CompiledCampaign("t", "c", Content(subject="Hi", html=None, text=template),
                                 default_from="News <news@example.com>",
-                                unsubscribe_base_url="http://127.0.0.1:8000/unsubscribe")
+                                links=TEST_LINKS)
     campaign.render(Recipient(email="a@example.com", name="A"))
 except (RenderError, ContentError) as exc:
     outcome = f"{type(exc).__name__}: {exc}"
@@ -96,7 +101,7 @@ def test_ordinary_uses_of_the_same_filters_still_render() -> None:
 
     campaign = CompiledCampaign("t", "c", Content(subject="Hi", text=ORDINARY),
                                 default_from="News <news@example.com>",
-                                unsubscribe_base_url="http://127.0.0.1:8000/unsubscribe")
+                                links=TEST_LINKS)
     _mid, message = campaign.render(Recipient(email="a@example.com", name="Ann"))
     body = message.decode()
     for expected in ("        Ann         ", "a+b", "00042", "     x", "a, b", "x  ",

@@ -22,6 +22,7 @@ from newsletter_queue.jobs import Recipient
 from newsletter_queue.services.render import CompiledCampaign, Content, ContentError, RenderError
 from newsletter_queue.services.store import CampaignRecord
 from tests.hostile.conftest import Engine
+from tests.support.helpers import TEST_LINKS
 
 FIELDS = ("subject", "html", "text")
 
@@ -157,7 +158,7 @@ def test_resource_exhaustion_templates_are_refused() -> None:
 
     def compile_and_render() -> object:
         campaign = CompiledCampaign("t", "c", content, default_from="a@example.com",
-                                    unsubscribe_base_url="http://127.0.0.1/u")
+                                    links=TEST_LINKS)
         return campaign.render(Recipient(email="r@example.com"))
 
     with pytest.raises((ContentError, RenderError)):
@@ -175,7 +176,7 @@ def test_expensive_templates_are_refused(template: str) -> None:
     def compile_and_render() -> object:
         campaign = CompiledCampaign("t", "c", Content(subject="Hi", text=template),
                                     default_from="a@example.com",
-                                    unsubscribe_base_url="http://127.0.0.1/u")
+                                    links=TEST_LINKS)
         return campaign.render(Recipient(email="r@example.com"))
 
     with pytest.raises((ContentError, RenderError)):
@@ -186,7 +187,7 @@ def test_ordinary_loops_and_arithmetic_still_render() -> None:
     campaign = CompiledCampaign(
         "t", "c", Content(subject="{{ 2 ** 10 }} news",
                           text="{% for i in range(3) %}{{ '-' * 3 }}{{ i }}{% endfor %}"),
-        default_from="a@example.com", unsubscribe_base_url="http://127.0.0.1/u")
+        default_from="a@example.com", links=TEST_LINKS)
     _, message = campaign.render(Recipient(email="r@example.com"))
     assert b"Subject: 1024 news" in message
     assert b"---0---1---2" in message

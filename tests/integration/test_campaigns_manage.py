@@ -1,6 +1,7 @@
 """``manager.campaigns`` without a worker: save, send, idempotence, bad rows, partial
 sends, duplicates, scheduling, state errors and the list — against real Redis and the
-SQLite store. What workers do with the batches is in email/test_campaigns_managed.py."""
+records store, each test on SQLite and on PostgreSQL. What workers do with the batches
+is in email/test_campaigns_managed.py."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from newsletter_queue import (
 from newsletter_queue.campaigns import CampaignControl, batch_job_id
 from newsletter_queue.campaigns.manage import BULK_GROUP
 from newsletter_queue.campaigns.recipients import rows_from_csv
+from tests.support.postgres import BOTH_STORES
+
+pytestmark = BOTH_STORES  # each test on SQLite and on PostgreSQL
 
 
 async def _save(manager: QueueManager, campaign: str = "june") -> None:
@@ -30,6 +34,16 @@ async def _save(manager: QueueManager, campaign: str = "june") -> None:
 async def _email_jobs(manager: QueueManager) -> int:
     stats = await manager.get_queue_stats("email")
     return stats.waiting + stats.prioritized + stats.delayed + stats.active
+
+
+async def test_each_case_records_the_campaign_in_its_own_store(
+        manager: QueueManager, records_backend: str) -> None:
+    # What keeps the [postgresql] cases honest: nothing falls back to the SQLite file.
+    await _save(manager)
+    store = await manager.store()
+    assert store.dialect == records_backend
+    assert await store.get_campaign("t1", "june") is not None
+    assert manager.settings.sqlite_path().exists() == (records_backend == "sqlite")
 
 
 async def test_a_saved_campaign_is_a_draft_and_sending_enqueues_its_batches(

@@ -8,6 +8,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from newsletter_queue.services.links import Links
+from newsletter_queue.services.signing import Signer
+
 if TYPE_CHECKING:
     from newsletter_queue.services.sink import SinkHandler
 
@@ -65,3 +68,7 @@ async def wait_for_sink_total(handler: SinkHandler, total: int, *,
         except TimeoutError:
             raise AssertionError(f"the sink accepted {done} of {total} recipients, then "
                                  f"nothing for {stall_timeout} s") from None
+
+
+TEST_LINKS = Links(Signer(b"test-signing-key-" * 2), unsubscribe_base_url="http://127.0.0.1/u")
+"""Signed links for tests that compile a ``CompiledCampaign`` by hand."""

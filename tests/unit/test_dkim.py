@@ -22,6 +22,7 @@ from newsletter_queue.services.dkim import DkimKeyError, DkimSigner, load_identi
 from newsletter_queue.services.render import CompiledCampaign, Content
 from tests.conftest import make_settings
 from tests.support.dkimkeys import FakeDns, pem, rsa_key, txt_record
+from tests.support.helpers import TEST_LINKS
 
 HEADERS = [h.lower() for h in DKIM_DEFAULT_HEADERS]
 
@@ -31,7 +32,7 @@ def rendered(name: str = "Renée Müller") -> bytes:
         "t1", "c1", Content(subject="Grüße, {{ name }} — café ☕", html="<p>Hallo {{ name }}</p>",
                             from_addr="Zoë Café <news@example.com>",
                             reply_to="Antwort <reply@example.com>"),
-        default_from="x@example.com", unsubscribe_base_url="https://u.example/unsub")
+        default_from="x@example.com", links=TEST_LINKS)
     return campaign.render(Recipient(email="renee@example.org", name=name))[1]
 
 

@@ -33,7 +33,8 @@ def test_exceptions_share_one_root() -> None:
 
 PRODUCER_HALF = {"QueueManager", "QueueAdmin", "JobOptions", "EmailJobData", "AnalyticsJobData",
                  "AIJobData", "Recipient", "TrackingEvent", "EnqueuedJob", "JobInfo",
-                 "QueueStats", "HealthCheck", "Settings", "load_settings", "queue_manager"}
+                 "QueueStats", "HealthCheck", "Settings", "load_settings", "queue_manager",
+                 "Campaigns", "Suppressions", "SuppressionRecord", "ErasureResult"}
 WORKER_HALF = {"Worker", "Job", "WorkerOptions", "ProcessorRegistry", "System", "run_workers",
                "UnrecoverableError", "RateLimited", "DelayedError", "JobControl"}
 DEV_TOOLS = {"DevTools", "PerformanceResult", "dev_helpers", "queue_dev_tools"}

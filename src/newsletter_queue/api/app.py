@@ -1,12 +1,13 @@
 """The FastAPI app: health probes, Prometheus metrics, the dev API and the dashboard.
 
 ``create_app(settings)`` always serves ``/healthz`` (liveness), ``/readyz`` (Redis
-reachable), ``/metrics`` and the campaign routes (``/api/tenants/{tenant}/campaigns``,
-``campaigns.py``); the dev API (``/api/dev/...``) and the dashboard
-(``/dashboard``) are mounted only when ``settings.dev_mode`` or ``settings.dev_api`` is
-on. Access rules are in ``security.py``; error shapes in ``errors.py``; the request
-body caps (1 MiB, and ``NLQ_API_MAX_UPLOAD_BYTES`` for recipient uploads) in
-``limits.py``.
+reachable), ``/metrics``, the campaign routes (``/api/tenants/{tenant}/campaigns``,
+``campaigns.py``), the suppression list (``suppressions.py``) and the public one-click
+unsubscribe (``/unsubscribe``, ``public.py``); the dev API (``/api/dev/...``) and the
+dashboard (``/dashboard``) are mounted only when ``settings.dev_mode`` or
+``settings.dev_api`` is on. Access rules are in ``security.py``; error shapes in
+``errors.py``; the request body caps (1 MiB, and ``NLQ_API_MAX_UPLOAD_BYTES`` for
+recipient uploads) in ``limits.py``.
 
 ``serve_api`` runs the app alone (the CLI's ``api`` command); ``run_system`` serves the
 same app beside the workers. Both go through ``System.serve``, the one uvicorn setup.
@@ -30,7 +31,7 @@ from .. import __version__
 from ..config import Settings, load_settings
 from ..manager import QueueManager
 from ..system import System
-from . import campaigns, dev, jobs
+from . import campaigns, dev, jobs, public, suppressions
 from .context import ApiContext
 from .errors import error_response, install_error_handlers
 from .limits import BodyLimitMiddleware
@@ -110,6 +111,8 @@ def create_app(settings: Settings | None = None, *, manager: QueueManager | None
         return Response(body, media_type=content_type)
 
     app.include_router(campaigns.build_router(ctx))
+    app.include_router(suppressions.build_router(ctx))
+    app.include_router(public.build_router(ctx))
     app.mount(DOCS_STATIC, StaticFiles(directory=DOCS_FILES), name="docs-static")
 
     @app.get("/docs", include_in_schema=False)

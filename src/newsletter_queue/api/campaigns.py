@@ -36,7 +36,8 @@ from .errors import ApiError
 PREFIX = "/api/tenants/{tenant}"
 UPLOAD_TYPES = {"text/csv": rows_from_csv, "application/x-ndjson": rows_from_ndjson,
                 "application/ndjson": rows_from_ndjson}
-_SEND_PATH = re.compile(r"^/api/tenants/[^/]+/campaigns/[^/]+/send/?$")
+_UPLOAD_PATH = re.compile(
+    r"^/api/tenants/[^/]+/(campaigns/[^/]+/send|suppressions/import)/?$")
 MAX_PAGE = 10_000_000
 CONTROL = {
     "pause": "Pause a scheduled or sending campaign (its batches stop at their next chunk)",
@@ -48,16 +49,17 @@ Campaign = Annotated[str, Path(description="campaign id")]
 
 
 def is_upload(scope: Scope) -> bool:
-    """Whether the request is a CSV/NDJSON recipients upload (the larger body cap)."""
-    if scope.get("method") != "POST" or not _SEND_PATH.match(scope.get("path", "")):
+    """Whether the request is a CSV/NDJSON upload of addresses — a send's recipients or
+    a suppression import — (the larger body cap)."""
+    if scope.get("method") != "POST" or not _UPLOAD_PATH.match(scope.get("path", "")):
         return False
     for name, value in scope.get("headers", ()):
         if name == b"content-type":
-            return _media_type(value.decode("latin-1")) in UPLOAD_TYPES
+            return media_type(value.decode("latin-1")) in UPLOAD_TYPES
     return False
 
 
-def _media_type(value: str) -> str:
+def media_type(value: str) -> str:
     return value.split(";", 1)[0].strip().lower()
 
 
@@ -97,7 +99,7 @@ _SEND_BODY = {"requestBody": {"required": True, "content": {
         "one recipient object per line; row N is line N")}}}}}
 
 
-async def _upload(request: Request) -> str:
+async def upload_to_file(request: Request) -> str:
     """Stream the body to a temporary file; its path (the caller deletes it)."""
     handle = tempfile.NamedTemporaryFile(prefix="nlq-recipients-", delete=False)  # noqa: SIM115
     try:
@@ -147,7 +149,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
                        description="CSV/NDJSON: send the good rows despite bad ones")] = False,
                    batch_size: Annotated[int | None, Query(
                        ge=1, description="CSV/NDJSON: recipients per batch")] = None) -> Any:
-        media = _media_type(request.headers.get("content-type", "application/json"))
+        media = media_type(request.headers.get("content-type", "application/json"))
         reader = UPLOAD_TYPES.get(media)
         if reader is None and media != "application/json":
             raise ApiError(415, f"unsupported content type {media[:80]!r}: send JSON, "
@@ -165,7 +167,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
             batch_size = body.batch_size or batch_size
             return _result(await campaigns.send(tenant, campaign, rows, send_at=send_at,
                                                 partial=partial, batch_size=batch_size))
-        path = await _upload(request)
+        path = await upload_to_file(request)
         try:
             file_rows: Iterable[Row] = reader(path)
             return _result(await campaigns.send(tenant, campaign, file_rows,

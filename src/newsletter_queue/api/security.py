@@ -24,6 +24,9 @@ The rule (also in docs/operating.md, "Who may call it"):
 4. On loopback, the ``Host`` header must name a loopback host (``localhost``,
    ``127.x.x.x``, ``[::1]``), so a DNS-rebinding page cannot reach the API through a
    name it controls.
+5. The public link routes (``PUBLIC_PATHS``: the one-click unsubscribe, ``api.public``)
+   are exempt from all of the above: they are meant for the whole internet, through the
+   platform's own domain, and act only on input signed with the signing secret.
 
 Tokens are compared in constant time, and no response ever echoes what was sent.
 """
@@ -41,6 +44,8 @@ from ..errors import ConfigurationError
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 STATIC_SHELL = ("/dashboard", "/dashboard/static/")
+PUBLIC_PATHS = frozenset({"/unsubscribe"})
+PUBLIC_METHODS = frozenset({"GET", "HEAD", "POST"})
 
 
 def is_loopback(host: str | None) -> bool:
@@ -134,6 +139,8 @@ def same_origin_or_no_browser(headers: Mapping[str, str]) -> bool:
 def authorize(settings: Settings, method: str, server_host: str | None,
               headers: Mapping[str, str], path: str = "") -> Denied | None:
     """Apply the rule above to one request; ``None`` means allowed."""
+    if path in PUBLIC_PATHS and method.upper() in PUBLIC_METHODS:
+        return None  # signed input only (rule 5)
     local = is_loopback(server_host)
     if local and not is_loopback(_host_only(headers.get("host", ""))):
         return Denied(403, "the Host header must name a loopback host (localhost, "

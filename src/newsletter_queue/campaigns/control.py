@@ -44,21 +44,25 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return s or ''
 """
 
-# KEYS[1] counts, KEYS[2] rate. ARGV: sent, bounced, failed, window, keep, ttl_s
+# KEYS[1] counts, KEYS[2] rate. ARGV: sent, bounced, failed, suppressed, window, keep,
+# ttl_s. The rate counts what reached the SMTP server (suppressed addresses did not).
 _RECORD = """
 local n = tonumber(ARGV[1]) + tonumber(ARGV[2]) + tonumber(ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'sent', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'bounced', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'failed', ARGV[3])
-redis.call('HINCRBY', KEYS[2], ARGV[4], n)
-if redis.call('HLEN', KEYS[2]) > tonumber(ARGV[5]) then
-  local oldest = tonumber(ARGV[4]) - tonumber(ARGV[5])
-  for _, w in ipairs(redis.call('HKEYS', KEYS[2])) do
-    if tonumber(w) <= oldest then redis.call('HDEL', KEYS[2], w) end
+if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', KEYS[1], 'suppressed', ARGV[4]) end
+if n > 0 then
+  redis.call('HINCRBY', KEYS[2], ARGV[5], n)
+  if redis.call('HLEN', KEYS[2]) > tonumber(ARGV[6]) then
+    local oldest = tonumber(ARGV[5]) - tonumber(ARGV[6])
+    for _, w in ipairs(redis.call('HKEYS', KEYS[2])) do
+      if tonumber(w) <= oldest then redis.call('HDEL', KEYS[2], w) end
+    end
   end
+  redis.call('EXPIRE', KEYS[2], ARGV[7])
 end
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call('EXPIRE', KEYS[1], ARGV[7])
 return n
 """
 
@@ -110,6 +114,7 @@ class Snapshot:
     sent: int
     bounced: int
     failed: int
+    suppressed: int
     batches_total: int
     batches_done: int
     completed_at_ms: int | None
@@ -154,13 +159,15 @@ class CampaignControl:
         script = self.client.register_script(_GATE)
         return str(await script(keys=[self.state_key], args=[_now_ms(), TTL_S]) or "")
 
-    async def record_chunk(self, sent: int, bounced: int, failed: int) -> None:
+    async def record_chunk(self, sent: int, bounced: int, failed: int,
+                           suppressed: int = 0) -> None:
         """After a chunk: add its outcomes to the counters and the rate."""
-        if sent or bounced or failed:
+        if sent or bounced or failed or suppressed:
             window = int(time.time()) // RATE_WINDOW_S
             script = self.client.register_script(_RECORD)
             await script(keys=[self.counts_key, self.rate_key],
-                         args=[sent, bounced, failed, window, _RATE_WINDOWS, TTL_S])
+                         args=[sent, bounced, failed, suppressed, window, _RATE_WINDOWS,
+                               TTL_S])
 
     # --- the producer side --------------------------------------------------------------
     async def set_recipients(self, count: int) -> None:
@@ -201,8 +208,8 @@ class CampaignControl:
             send_at_ms=_int(state.get("send_at_ms")), started_at_ms=started,
             enqueued=state.get("enqueued", "1") == "1", sent=_int(counts.get("sent")),
             bounced=_int(counts.get("bounced")), failed=_int(counts.get("failed")),
-            batches_total=_int(total), batches_done=int(done),
-            completed_at_ms=_int(flag) or None, rate=_rate(rate, started))
+            suppressed=_int(counts.get("suppressed")), batches_total=_int(total),
+            batches_done=int(done), completed_at_ms=_int(flag) or None, rate=_rate(rate, started))
 
 
 def _rate(windows: dict[str, str], started_at_ms: int | None) -> float:

@@ -20,6 +20,7 @@ import asyncio
 import builtins
 import itertools
 import math
+import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -32,7 +33,9 @@ from ..errors import CampaignNotFoundError, CampaignStateError, FieldError, JobV
 from ..job_options import JobOptions, to_bullmq_options
 from ..jobs import Recipient, id_errors
 from ..queues import EMAIL_BULK_PRIORITY, QueueName
+from ..services.links import Links
 from ..services.render import CompiledCampaign, Content, ContentError
+from ..services.signing import Signer
 from ..services.store import CampaignRecord, DeliveryRecord, Store
 from .control import TTL_S, CampaignControl, CampaignState
 from .lifecycle import batch_job, batch_job_id
@@ -67,6 +70,9 @@ class Campaigns:
     def __init__(self, manager: QueueManager) -> None:
         self.manager = manager
         self.settings = manager.settings
+        # Compiling a template to check it renders no link: a throw-away key will do.
+        self._check_links = Links(Signer(secrets.token_bytes(32)),
+                                  unsubscribe_base_url=self.settings.unsubscribe_base_url)
 
     # --- content -----------------------------------------------------------------------
     async def save(self, tenant_id: str, campaign_id: str, *, subject: str,
@@ -98,7 +104,7 @@ class Campaigns:
         try:
             CompiledCampaign(tenant_id, campaign_id, content,
                              default_from=self.settings.mail_from,
-                             unsubscribe_base_url=self.settings.unsubscribe_base_url)
+                             links=self._check_links)
         except ContentError as exc:
             raise self._locate(tenant_id, campaign_id, content, exc) from None
 
@@ -115,7 +121,7 @@ class Campaigns:
             try:
                 CompiledCampaign(tenant_id, campaign_id, probe,
                                  default_from=self.settings.mail_from,
-                                 unsubscribe_base_url=self.settings.unsubscribe_base_url)
+                                 links=self._check_links)
             except ContentError as exc:
                 cause = exc.__context__
                 line = getattr(cause, "lineno", None)
@@ -237,7 +243,10 @@ class Campaigns:
         stats = None
         if state in ("completed", "cancelled"):
             stats = await store.get_campaign_stats(tenant_id, campaign_id)
-        return CampaignStatus.from_snapshot(tenant_id, campaign_id, snap, state, stats)
+        suppressions = await store.suppression_counts(tenant_id, campaign_id) \
+            if state != "draft" else {}
+        return CampaignStatus.from_snapshot(tenant_id, campaign_id, snap, state, stats,
+                                            suppressions)
 
     async def follow(self, tenant_id: str, campaign_id: str, *,
                      interval: float = FOLLOW_INTERVAL_S) -> AsyncIterator[CampaignStatus]:

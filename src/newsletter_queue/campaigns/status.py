@@ -41,11 +41,12 @@ class SendResult:
 class CampaignStatus:
     """One campaign as the workers have recorded it (the same in every process).
 
-    ``total`` is the recipients enqueued; ``pending`` those not yet sent, bounced or
-    failed (for a cancelled campaign: never to be sent). ``rate`` is messages per second
-    over the last 10–15 s; ``eta_seconds`` is ``pending / rate`` while sending (``None``
-    when not sending or nothing was sent lately). ``stats`` (opens, clicks, top links)
-    once ``campaign-complete`` has computed them.
+    ``total`` is the recipients enqueued; ``suppressed`` those skipped because they are
+    on the tenant's suppression list (never sent); ``pending`` those not yet sent,
+    bounced, failed or suppressed (for a cancelled campaign: never to be sent). ``rate``
+    is messages per second over the last 10–15 s; ``eta_seconds`` is ``pending / rate``
+    while sending (``None`` when not sending or nothing was sent lately). ``stats``
+    (opens, clicks, top links) once ``campaign-complete`` has computed them.
     """
 
     tenant_id: str
@@ -55,6 +56,7 @@ class CampaignStatus:
     sent: int
     bounced: int
     failed: int
+    suppressed: int
     pending: int
     batches_done: int
     batches_total: int
@@ -64,6 +66,9 @@ class CampaignStatus:
     started_at: datetime | None
     finished_at: datetime | None
     stats: CampaignStats | None = None
+    suppressions: dict[str, int] = field(default_factory=dict)
+    """Addresses this campaign put on the suppression list, by reason (``unsubscribed``,
+    ``hard-bounce``, ``complaint``): its unsubscribes, bounces and complaints so far."""
 
     @property
     def finished(self) -> bool:
@@ -80,17 +85,20 @@ class CampaignStatus:
 
     @classmethod
     def from_snapshot(cls, tenant_id: str, campaign_id: str, snap: Snapshot,
-                      state: CampaignState, stats: CampaignStats | None) -> CampaignStatus:
+                      state: CampaignState, stats: CampaignStats | None,
+                      suppressions: dict[str, int] | None = None) -> CampaignStatus:
         total = snap.recipients
-        pending = max(total - snap.sent - snap.bounced - snap.failed, 0)
+        pending = max(total - snap.sent - snap.bounced - snap.failed - snap.suppressed, 0)
         eta = round(pending / snap.rate, 1) if state == "sending" and snap.rate > 0 else None
         return cls(
             tenant_id=tenant_id, campaign_id=campaign_id, state=state, total=total,
-            sent=snap.sent, bounced=snap.bounced, failed=snap.failed, pending=pending,
+            sent=snap.sent, bounced=snap.bounced, failed=snap.failed,
+            suppressed=snap.suppressed, pending=pending,
             batches_done=snap.batches_done, batches_total=snap.batches_total,
             rate=snap.rate, eta_seconds=eta,
             send_at=_time(snap.send_at_ms), started_at=_time(snap.started_at_ms),
-            finished_at=_time(snap.completed_at_ms), stats=stats)
+            finished_at=_time(snap.completed_at_ms), stats=stats,
+            suppressions=dict(suppressions or {}))
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from ..jobs import EmailJobData, Recipient, validate_job
 from ..keyspace import SMTP_BREAKER
 from ..services.circuit import CircuitBreaker
 from ..services.dkim import DkimSigner
+from ..services.links import Links
 from ..services.ratelimit import SendRateLimiter
 from ..services.render import (
     CompiledCampaign,
@@ -87,11 +88,17 @@ class Delivery:
     tenant_id: str
     campaign_id: str
     email: str
-    status: str  # sent | bounced | failed
+    status: str  # sent | bounced | failed | suppressed (| deferred, never recorded)
     attempt: int
     message_id: str | None = None
     smtp_code: int | None = None
     smtp_response: str | None = None
+
+
+class SuppressionSource(Protocol):
+    """The tenant's suppression list (the records store): which addresses not to mail."""
+
+    async def suppressed(self, tenant_id: str, emails: Sequence[str]) -> set[str]: ...
 
 
 class DeliveryRecorder(Protocol):
@@ -108,6 +115,7 @@ class BatchResult:
     sent: int = 0
     bounced: int = 0
     failed: int = 0
+    suppressed: int = 0
     skipped: int = 0
     deferred: int = 0
     reclaimed: int = 0
@@ -118,15 +126,19 @@ class BatchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"sent": self.sent, "bounced": self.bounced, "failed": self.failed,
-                "skipped": self.skipped, "deferred": self.deferred,
+                "suppressed": self.suppressed, "skipped": self.skipped, "deferred": self.deferred,
                 "reclaimed": self.reclaimed, "errors": self.errors[:20]}
+
+
+async def _or_empty(lookup: Awaitable[set[str]] | None) -> set[str]:
+    return set() if lookup is None else await lookup
 
 
 class EmailProcessor:
     """Processes ``email`` queue jobs. Create one per worker process.
 
     Args:
-        settings: mail settings (sender, rates, unsubscribe URL).
+        settings: mail settings (sender, rates, unsubscribe URL and signing secret).
         redis: command client (ledger, rate limits, breaker).
         transport: sends messages (the SMTP pool).
         campaigns: stored campaign content.
@@ -134,6 +146,8 @@ class EmailProcessor:
         lifecycle: counts completed batches towards their campaign and completes it
             (by default with ``redis``, recording completion without enqueuing).
         breaker: the shared SMTP circuit breaker.
+        suppressions: the tenant's suppression list, asked once per chunk of a stored
+            campaign (transactional mail with inline content is not suppressed).
         wake: moves a parked batch (by job id) back to wait — what ``resume`` does to the
             campaign's delayed batches; lets a batch that parked while its campaign was
             being resumed wake itself (``campaigns.manage.wake_batch``).
@@ -153,6 +167,7 @@ class EmailProcessor:
         campaigns: CampaignSource,
         *,
         deliveries: DeliveryRecorder | None = None,
+        suppressions: SuppressionSource | None = None,
         lifecycle: CampaignLifecycle | None = None,
         breaker: CircuitBreaker | None = None,
         wake: Callable[[str], Awaitable[object]] | None = None,
@@ -163,6 +178,8 @@ class EmailProcessor:
         self.transport = transport
         self.campaigns = campaigns
         self.deliveries = deliveries
+        self.suppressions = suppressions
+        self.links = Links.from_settings(settings)
         self.wake = wake
         self.lifecycle = lifecycle or CampaignLifecycle(redis, settings.key_prefix)
         self.breaker = breaker or CircuitBreaker(
@@ -210,7 +227,7 @@ class EmailProcessor:
             if start and control is not None and await self._stopped(job, control, result):
                 return await self._cancelled(job, data, result)
             chunk = recipients[start:start + self.chunk_size]
-            before = (result.sent, result.bounced, result.failed)
+            before = (result.sent, result.bounced, result.failed, result.suppressed)
             try:
                 opened_ms = await self._send_chunk(job, data, campaign, ledger, token,
                                                    chunk, result, started)
@@ -218,7 +235,8 @@ class EmailProcessor:
                 if control is not None:
                     await control.record_chunk(result.sent - before[0],
                                                result.bounced - before[1],
-                                               result.failed - before[2])
+                                               result.failed - before[2],
+                                               result.suppressed - before[3])
             await job.update_progress({"done": min(start + len(chunk), total),
                                        "total": total, "sent": result.sent})
             if opened_ms:
@@ -278,7 +296,7 @@ class EmailProcessor:
             compiled = CompiledCampaign(
                 data.tenant_id, data.campaign_id, content,
                 default_from=self.settings.mail_from,
-                unsubscribe_base_url=self.settings.unsubscribe_base_url)
+                links=self.links)
         except ContentError as exc:
             raise UnrecoverableError(str(exc)) from None
         if data.content is None:
@@ -304,7 +322,12 @@ class EmailProcessor:
                 result.busy += len(unrecorded)
                 result.busy_ms = max(result.busy_ms, 500)
                 chunk = [r for r in chunk if (ledger.key, r.email) not in self._unrecorded]
-        claims = await ledger.claim(token, [r.email for r in chunk])
+        emails = [r.email for r in chunk]
+        # The suppression lookup (the store) overlaps the claim (Redis): one of each.
+        listed = self.suppressions.suppressed(data.tenant_id, emails) \
+            if self.suppressions is not None and data.content is None and emails else None
+        claims, blocked = await asyncio.gather(ledger.claim(token, emails),
+                                               _or_empty(listed))
         attempt = job.attempts_made + 1
         to_send: list[Recipient] = []
         deliveries: list[Delivery] = []
@@ -327,6 +350,9 @@ class EmailProcessor:
                 if claim is Claim.RECLAIMED:
                     result.reclaimed += 1
                 to_send.append(recipient)
+        if blocked:
+            to_send = self._drop_suppressed(data, to_send, blocked, attempt, result,
+                                            deliveries)
         if to_send:
             # At most a moment of waiting per job in all; beyond that the job is parked
             # so that other tenants' jobs get the worker slot.
@@ -355,7 +381,7 @@ class EmailProcessor:
                 result.deferred += 1
                 result.last_transient = delivery.smtp_response or "transient failure"
         await ledger.mark_bounced([d.email for d in deliveries
-                                   if d.status in ("bounced", "failed")])
+                                   if d.status in ("bounced", "failed", "suppressed")])
         await ledger.release(token, transient)
         if self.deliveries is not None:
             await self.deliveries.record([d for d in deliveries if d.status != "deferred"])
@@ -371,6 +397,21 @@ class EmailProcessor:
         elif to_send:
             await self.breaker.record_success()
         return opened_ms
+
+    @staticmethod
+    def _drop_suppressed(data: EmailJobData, to_send: list[Recipient], blocked: set[str],
+                         attempt: int, result: BatchResult, deliveries: list[Delivery]
+                         ) -> list[Recipient]:
+        """The claimed recipients on the suppression list (``blocked``, one lookup for the
+        chunk) are recorded *suppressed* — settled in the ledger like a bounce: never
+        retried — and left out."""
+        for recipient in to_send:
+            if recipient.email in blocked:
+                result.suppressed += 1
+                deliveries.append(Delivery(
+                    data.tenant_id, data.campaign_id, recipient.email, "suppressed", attempt,
+                    smtp_response="on the tenant's suppression list: not sent"))
+        return [r for r in to_send if r.email not in blocked]
 
     async def _send_one(self, data: EmailJobData, campaign: CompiledCampaign,
                         ledger: CampaignLedger, recipient: Recipient, attempt: int

@@ -12,8 +12,8 @@ not once per recipient.
 Every message gets a deterministic ``Message-ID`` derived from (tenant, campaign,
 recipient): should a message ever be sent twice (a crash in the instant between the
 SMTP server accepting it and our ledger recording it), the copies carry the same id and
-receivers that collapse duplicates will. ``List-Unsubscribe`` (with one-click POST) is
-set on every message.
+receivers that collapse duplicates will. ``List-Unsubscribe`` (with one-click POST,
+RFC 8058) is set on every message: the recipient's signed link (``links.Links``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from email.header import Header
 from email.utils import formataddr, formatdate, parseaddr
 from typing import Any
-from urllib.parse import urlencode
 
 from jinja2 import DictLoader, StrictUndefined, Template, TemplateError, nodes
 from jinja2.exceptions import SecurityError
@@ -34,6 +33,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import DeliveryError
 from ..jobs import Recipient
+from .links import Links
 from .template_bounds import MAX_LOOP_NESTING, MAX_STRING, BoundedSandbox, deadline
 
 _TAGS = re.compile(r"<[^>]+>")
@@ -161,14 +161,14 @@ class CompiledCampaign:
         tenant_id, campaign_id: identify the campaign (headers, Message-ID).
         content: subject, bodies and sender of the campaign.
         default_from: sender when the content has none.
-        unsubscribe_base_url: base of the one-click unsubscribe link.
+        links: builds the recipient's signed one-click unsubscribe link.
 
     Raises:
         ContentError: a template does not compile, or there is no body at all.
     """
 
     def __init__(self, tenant_id: str, campaign_id: str, content: Content, *,
-                 default_from: str, unsubscribe_base_url: str) -> None:
+                 default_from: str, links: Links) -> None:
         if not content.html and not content.text:
             raise ContentError(f"campaign {campaign_id!r} of tenant {tenant_id!r} has "
                                "neither an HTML nor a text body")
@@ -181,7 +181,7 @@ class CompiledCampaign:
             raise ContentError(f"campaign {campaign_id!r}: sender {self.sender_header!r} "
                                "has no address")
         self.domain = self.envelope_from.rpartition("@")[2] or "localhost"
-        self.unsubscribe_base_url = unsubscribe_base_url
+        self.links = links
         self._from_header = _address_header(self.sender_header)
         self._reply_to_header = _address_header(content.reply_to or "")
         for name, value in [("from", self.sender_header), ("reply-to", content.reply_to or ""),
@@ -208,9 +208,7 @@ class CompiledCampaign:
                                f"template error: {exc}") from None
 
     def unsubscribe_url(self, email: str) -> str:
-        query = urlencode({"tenant": self.tenant_id, "campaign": self.campaign_id,
-                           "email": email})
-        return f"{self.unsubscribe_base_url}?{query}"
+        return self.links.unsubscribe_url(self.tenant_id, self.campaign_id, email)
 
     def render(self, recipient: Recipient) -> tuple[str, bytes]:
         """Return (Message-ID, the message as bytes) for ``recipient``.
@@ -252,8 +250,7 @@ class CompiledCampaign:
         if self.content.reply_to:
             headers.append(("Reply-To", self._reply_to_header))
         headers += [
-            ("List-Unsubscribe", f"<{unsubscribe}>, <mailto:unsubscribe@{self.domain}"
-                                 f"?subject=unsubscribe-{self.campaign_id}>"),
+            ("List-Unsubscribe", f"<{unsubscribe}>"),
             ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
             ("X-Campaign-ID", self.campaign_id),
             ("X-Tenant-ID", self.tenant_id),

@@ -8,7 +8,9 @@ any connection-level error so the next send reconnects.
 Errors are sorted the way the email processor needs them:
 
 - ``SmtpPermanentError`` — a 5xx answer: the recipient is bounced, never retried;
-- ``SmtpTransientError`` — a 4xx answer, a timeout or a lost connection: try later.
+- ``SmtpTransientError`` — a 4xx answer, a timeout or a lost connection: try later;
+  also our own credentials refused (``SmtpAuthError``) or not sent without TLS
+  (``SmtpInsecureAuthError``): a sender's problem never bounces a recipient.
 
 ``SMTP_URL`` forms: ``smtp://[user:password@]host[:port][?starttls=auto|required|off]``
 and ``smtps://…`` (implicit TLS, port 465 by default); ``?verify=false`` skips
@@ -61,6 +63,15 @@ class SmtpInsecureAuthError(SmtpTransientError):
 
     A configuration problem, not the recipient's: transient (nobody is bounced), and
     every send fails the same way until ``SMTP_URL`` is fixed.
+    """
+
+
+class SmtpAuthError(SmtpTransientError):
+    """The server refused our credentials (535 and the like).
+
+    Also the sender's problem, not the recipient's: transient, so nobody is recorded
+    bounced (or, later, suppressed) because ``SMTP_URL`` holds a wrong password; the
+    batch retries and the circuit breaker opens until it is fixed.
     """
 
 
@@ -164,8 +175,8 @@ class SmtpPool:
                 await client.login(t.username, t.password or "")
         except aiosmtplib.SMTPAuthenticationError as exc:
             await _quiet_close(client)
-            raise SmtpPermanentError(exc.code, f"authentication failed at "
-                                     f"{self.masked_url}: {exc.message}") from None
+            raise SmtpAuthError(exc.code, f"authentication failed at "
+                                f"{self.masked_url}: {exc.message}") from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             await _quiet_close(client)
             raise SmtpTransientError(getattr(exc, "code", 0) or 0,

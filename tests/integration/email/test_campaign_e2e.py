@@ -1,5 +1,5 @@
 """End to end: QueueManager → engine workers → email processor → SMTP sink → store →
-campaign-complete → stats."""
+campaign-complete → stats, each test on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.services.store import CampaignRecord
 from newsletter_queue.system import System
 from tests.support.helpers import wait_for, wait_for_sink_total
+from tests.support.postgres import BOTH_STORES
+
+pytestmark = BOTH_STORES  # each test on SQLite and on PostgreSQL
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""``manager.campaigns`` with real workers, the SMTP sink and the SQLite store: pause,
-resume, cancel and scheduling asserted at the sink, and the recipient lookups.
+"""``manager.campaigns`` with real workers, the SMTP sink and the records store (each test
+on SQLite and on PostgreSQL): pause, resume, cancel and scheduling asserted at the sink,
+and the recipient lookups.
 
 A campaign is caught mid-send deterministically by holding the sink's answer to DATA
 once some messages were accepted (``HeldSink``): the test acts while messages are in
@@ -22,6 +23,9 @@ from newsletter_queue.processors.email import PAUSE_RECHECK_MS
 from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.system import System
 from tests.support.helpers import wait_for
+from tests.support.postgres import BOTH_STORES
+
+pytestmark = BOTH_STORES  # each test on SQLite and on PostgreSQL
 
 BATCHES, BATCH = 4, 100  # 5 chunks of 20 per batch: each batch passes the gate 5 times
 ALL = [f"reader{i}@example.com" for i in range(BATCHES * BATCH)]

@@ -1,5 +1,6 @@
 """``newsletter-queue campaign …`` in-process with Typer's CliRunner, against real Redis
-and the SQLite store: save/send from real files, status, list, recipient, pause, resume,
+and the records store (each test on SQLite and on PostgreSQL, the CLI told by
+``DATABASE_URL``): save/send from real files, status, list, recipient, pause, resume,
 cancel, bad rows (exit 1 with their numbers), and ``--follow`` ending by itself when a
 real worker completes the campaign (SMTP sink) or when it is cancelled."""
 
@@ -20,17 +21,24 @@ from newsletter_queue.manager import QueueManager
 from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.system import System
 from tests.support.helpers import wait_for
+from tests.support.postgres import BOTH_STORES
+
+pytestmark = BOTH_STORES  # each test on SQLite and on PostgreSQL
 
 runner = CliRunner()
 
 
 @pytest.fixture
-def env(redis_url: str, prefix: str, tmp_path: Path, redis_client: Any) -> dict[str, str]:
+def env(redis_url: str, prefix: str, tmp_path: Path, redis_client: Any,
+        database_url: str | None) -> dict[str, str | None]:
+    """The CLI's environment: this test's Redis prefix and records store (the same ones
+    as the ``settings`` fixture's; ``None`` unsets ``DATABASE_URL``: SQLite in
+    ``tmp_path``)."""
     return {"REDIS_URL": redis_url, "NLQ_KEY_PREFIX": prefix, "NLQ_STATE_DIR": str(tmp_path),
-            "COLUMNS": "200"}
+            "DATABASE_URL": database_url, "COLUMNS": "200"}
 
 
-def nlq(env: dict[str, str], *args: str, code: int = 0) -> str:
+def nlq(env: dict[str, str | None], *args: str, code: int = 0) -> str:
     result = runner.invoke(app, ["campaign", *args], env=env)
     assert result.exit_code == code, (args, result.output, result.exception)
     return result.output
@@ -45,7 +53,7 @@ def _files(tmp_path: Path) -> tuple[Path, Path]:
     return text, csv
 
 
-def test_save_send_status_list_pause_resume_cancel(env: dict[str, str],
+def test_save_send_status_list_pause_resume_cancel(env: dict[str, str | None],
                                                    tmp_path: Path) -> None:
     text, csv = _files(tmp_path)
     out = nlq(env, "save", "t1", "june", "--subject", "Hi {{ name }}", "--text-file",
@@ -81,7 +89,7 @@ def test_save_send_status_list_pause_resume_cancel(env: dict[str, str],
 
 
 def test_bad_rows_exit_1_with_their_numbers_and_nothing_is_sent(
-        env: dict[str, str], tmp_path: Path) -> None:
+        env: dict[str, str | None], tmp_path: Path) -> None:
     text, _ = _files(tmp_path)
     nlq(env, "save", "t1", "june", "--subject", "Hi", "--text-file", str(text))
     bad = tmp_path / "bad.ndjson"
@@ -102,7 +110,7 @@ def test_bad_rows_exit_1_with_their_numbers_and_nothing_is_sent(
     assert "html, line 2" in out
 
 
-async def _invoke(env: dict[str, str], *args: str) -> Any:
+async def _invoke(env: dict[str, str | None], *args: str) -> Any:
     """The CLI in a thread (it runs its own event loop) while this loop runs workers."""
     return await asyncio.wait_for(asyncio.to_thread(
         runner.invoke, app, ["campaign", *args], env=env), timeout=150)
@@ -110,7 +118,7 @@ async def _invoke(env: dict[str, str], *args: str) -> Any:
 
 @pytest.mark.timeout(240)
 async def test_send_follow_ends_when_a_real_worker_completes_the_campaign(
-        env: dict[str, str], tmp_path: Path, system: System, sink: SmtpSink,
+        env: dict[str, str | None], tmp_path: Path, system: System, sink: SmtpSink,
         manager: QueueManager) -> None:
     services = await WorkerServices(system.settings, smtp_url=sink.url).open()
     workers = system.start_workers(services.registry(), ["email", "analytics"])
@@ -139,7 +147,7 @@ async def test_send_follow_ends_when_a_real_worker_completes_the_campaign(
 
 @pytest.mark.timeout(240)
 async def test_follow_ends_when_the_campaign_is_cancelled(
-        env: dict[str, str], tmp_path: Path, manager: QueueManager) -> None:
+        env: dict[str, str | None], tmp_path: Path, manager: QueueManager) -> None:
     _, csv = _files(tmp_path)
     await manager.campaigns.save("t1", "june", subject="Hi", text="x")
     at = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")

@@ -11,14 +11,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
+from newsletter_queue.config import Settings
+from newsletter_queue.engine.errors import RateLimited
+from newsletter_queue.processors.email import EmailProcessor, TransientSendError
 from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.services.smtp import (
+    SmtpAuthError,
     SmtpInsecureAuthError,
     SmtpPermanentError,
     SmtpPool,
     SmtpTransientError,
 )
+from tests.integration.email.conftest import Campaigns, Recorded, StandInJob
 from tests.integration.test_connection import _make_tls_files
 
 MESSAGE = (b"From: a@example.com\r\nTo: b@example.com\r\nSubject: hi\r\n"
@@ -48,18 +54,43 @@ async def test_starttls_and_auth_with_a_reused_session(server_tls: ssl.SSLContex
         assert pool.sessions_opened == 1  # one session, reused for every message
 
 
-async def test_wrong_password_is_permanent_and_masked(server_tls: ssl.SSLContext) -> None:
+async def test_wrong_password_is_transient_and_masked(server_tls: ssl.SSLContext) -> None:
+    # Transient: a wrong password is ours to fix; no recipient may be bounced for it.
     async with SmtpSink(tls_context=server_tls, credentials=("mailer", "s3cret")) as sink:
         pool = SmtpPool(f"smtp://mailer:wrong-pw@localhost:{sink.port}"
                         "?starttls=required&verify=false", size=1)
         try:
-            with pytest.raises(SmtpPermanentError) as info:
+            with pytest.raises(SmtpAuthError) as info:
                 await pool.send("a@example.com", "b@example.com", MESSAGE)
         finally:
             await pool.close()
+        assert isinstance(info.value, SmtpTransientError)
+        assert not isinstance(info.value, SmtpPermanentError)
+        assert info.value.code == 535
         assert "authentication failed" in str(info.value)
         assert "wrong-pw" not in str(info.value)
         assert sink.handler.accepted == 0
+
+
+async def test_a_wrong_password_bounces_nobody_in_a_campaign_batch(
+        server_tls: ssl.SSLContext, settings: Settings, redis_client: aioredis.Redis) -> None:
+    async with SmtpSink(tls_context=server_tls, credentials=("mailer", "s3cret")) as sink:
+        pool = SmtpPool(f"smtp://mailer:wrong-pw@localhost:{sink.port}"
+                        "?starttls=required&verify=false", size=1)
+        recorded = Recorded()
+        processor = EmailProcessor(settings, redis_client, pool, Campaigns(),
+                                   deliveries=recorded)
+        job = StandInJob("b1", {"campaignId": "c1", "tenantId": "t1",
+                                "content": {"subject": "S", "text": "Hi"},
+                                "recipients": [{"email": f"r{i}@example.com"}
+                                               for i in range(3)]})
+        try:
+            with pytest.raises((TransientSendError, RateLimited)):
+                await processor(job)
+        finally:
+            await pool.close()
+        assert sink.handler.accepted == 0
+        assert [d.status for d in recorded.rows if d.status == "bounced"] == []
 
 
 async def test_unverified_certificate_is_refused_by_default(

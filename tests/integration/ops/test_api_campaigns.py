@@ -1,8 +1,8 @@
-"""The campaign routes against the real app, Redis and the SQLite store: save, send
-(JSON, CSV and NDJSON uploads), status, pause/resume/cancel, the list, recipient lookups
-(with a real worker and the SMTP sink), the JSON errors (404/409/413/415/422), the body
-caps (an upload beyond 1 MiB goes through, a JSON body beyond it does not) and the
-access rules."""
+"""The campaign routes against the real app, Redis and the records store (each test on
+SQLite and on PostgreSQL): save, send (JSON, CSV and NDJSON uploads), status,
+pause/resume/cancel, the list, recipient lookups (with a real worker and the SMTP sink),
+the JSON errors (404/409/413/415/422), the body caps (an upload beyond 1 MiB goes through,
+a JSON body beyond it does not) and the access rules."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.system import System
 from tests.integration.ops.test_api_security import TOKEN, client_for
 from tests.support.helpers import wait_for
+from tests.support.postgres import BOTH_STORES
+
+pytestmark = BOTH_STORES  # each test on SQLite and on PostgreSQL
 
 T = "/api/tenants/t1"
 CONTENT = {"subject": "Hi {{ name }}", "text": "Hello {{ name }} in {{ personalizations.city }}",

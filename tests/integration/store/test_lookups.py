@@ -4,6 +4,7 @@ address's deliveries), on SQLite and PostgreSQL alike (see conftest)."""
 from __future__ import annotations
 
 from newsletter_queue.services.store import CampaignRecord, DeliveryRecord, Store
+from tests.support.postgres import create_database, drop_database, store_url
 
 
 async def test_a_tenants_campaigns_newest_first_in_pages(store: Store) -> None:
@@ -37,6 +38,38 @@ async def test_one_delivery_is_found_case_blind_and_only_in_its_campaign(store: 
     assert (bob.status, bob.smtp_code) == ("bounced", 550)
     assert await store.get_delivery("t1", "july", "ann@example.com") is None
     assert await store.get_delivery("t2", "june", "ann@example.com") is None
+
+
+async def _found_by_its_own_spelling(store: Store) -> None:
+    # The address as recorded (check_email keeps the local part's case), then asked for
+    # as written and with its ASCII letters in another case.
+    email = "JÜRGEN@example.com"
+    await store.record_deliveries([DeliveryRecord("t1", "june", email, "sent")])
+    for asked in (email, "JÜRGEN@EXAMPLE.COM", "jÜrgen@Example.com"):
+        found = await store.get_delivery("t1", "june", asked)
+        assert found is not None, asked
+        assert found.email == email
+        assert [d.email for d in await store.deliveries_to("t1", asked)] == [email], asked
+    assert await store.get_delivery("t1", "june", "jurgen@example.com") is None
+
+
+async def test_an_address_with_a_non_ascii_capital_is_found_by_its_own_spelling(
+        store: Store) -> None:
+    # SQLite's lower() folds ASCII letters only: compared with Python's lower() of the
+    # same address, such an address was never found there, not even spelt as recorded.
+    await _found_by_its_own_spelling(store)
+
+
+async def test_the_same_in_a_postgresql_database_whose_ctype_is_c(postgres_server: str
+                                                                  ) -> None:
+    # PostgreSQL's lower() folds ASCII letters only too when the database's LC_CTYPE is C
+    # (a common choice for speed): the same miss on PostgreSQL.
+    name = create_database(postgres_server, locale="C")
+    try:
+        async with Store(store_url(postgres_server, name)) as store:
+            await _found_by_its_own_spelling(store)
+    finally:
+        drop_database(postgres_server, name)
 
 
 async def test_an_addresses_deliveries_across_campaigns_newest_first(store: Store) -> None:

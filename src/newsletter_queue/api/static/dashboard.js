@@ -1,5 +1,6 @@
 // newsletter-queue dashboard: plain JavaScript, no build step, no third-party code.
 // Polls the dev API every 2 s; every value is inserted as text (never as HTML).
+// campaign-form.js (loaded after this file) adds the Campaigns panel's form and Send… dialog.
 "use strict";
 
 const POLL_MS = 2000;
@@ -8,6 +9,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   live: true, queues: [], page: 1, total: 0, drawerJob: null, lastFocus: null,
   rendered: {}, timer: null, busy: false, tenant: "", campaignPage: 1, drawerCampaign: null,
+  sendTarget: null, // the campaign the Send… dialog is open for (campaign-form.js)
 };
 
 // ---------- small helpers ----------
@@ -67,6 +69,7 @@ async function api(path, options = {}, retried = false) {
   if (!res.ok) {
     const err = new Error((body && body.error) || `HTTP ${res.status}`);
     err.status = res.status;
+    err.body = body || {}; // the API's details: field/line, errors, rows …
     throw err;
   }
   return body;
@@ -420,7 +423,7 @@ function applyWidths(root) {
   for (const seg of root.querySelectorAll(".seg[data-width]")) seg.style.width = `${seg.dataset.width}%`;
 }
 
-function campaignActions(tenant, s, where) {
+function campaignActions(tenant, s, where, subject) {
   const id = s.campaign_id;
   const button = (verb, question, cls) => h("button", { type: "button", class: cls,
     "data-focus-key": `${where}-${verb}-${id}`, "data-testid": `campaign-${verb}-${id}`,
@@ -428,6 +431,9 @@ function campaignActions(tenant, s, where) {
       (r) => `Campaign ${id} is ${r.state}.`) }, verb[0].toUpperCase() + verb.slice(1));
   const canPause = s.state === "sending" || s.state === "scheduled";
   return h("div", { class: "card-actions", role: "group", "aria-label": `Actions for campaign ${id}` },
+    s.state === "draft" && h("button", { type: "button", class: "primary", "aria-haspopup": "dialog",
+      "data-focus-key": `${where}-send-${id}`, "data-testid": `campaign-send-${id}`,
+      onclick: () => openSend(tenant, id, subject) }, "Send…"), // campaign-form.js
     canPause && button("pause", `Pause campaign ${id} of ${tenant}? Running batches stop at their next chunk.`, ""),
     s.state === "paused" && button("resume", `Resume campaign ${id} of ${tenant}?`, "primary"),
     (canPause || s.state === "paused") && button("cancel",
@@ -465,7 +471,7 @@ function renderCampaigns(data) {
       progressBar(s), campaignCounts(s),
       h("p", { class: "muted", "data-testid": `campaign-rate-${s.campaign_id}` },
         `${fmtRate(s)} · batches ${s.batches_done}/${s.batches_total}`),
-      campaignActions(data.tenant, s, "list"));
+      campaignActions(data.tenant, s, "list", c.subject));
     list.append(card);
   }
   applyWidths(list);
@@ -658,7 +664,7 @@ function init() {
   });
   $("campaign-next").addEventListener("click", () => { state.campaignPage += 1; loadCampaigns(); });
   document.addEventListener("keydown", (e) => {
-    if ($("drawer").hidden) return;
+    if ($("drawer").hidden || document.querySelector("dialog[open]")) return; // a dialog on top has the keys
     if (e.key === "Escape") { closeDrawer(); return; }
     if (e.key !== "Tab") return;
     // Keep keyboard focus inside the open drawer (it is a modal dialog).

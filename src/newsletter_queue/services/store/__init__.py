@@ -6,8 +6,9 @@ Redis holds jobs while they run; everything that must outlive the queue's retent
 what was sent to whom, what recipients did, the aggregates, failed jobs kept for
 replay — lives here. Modules: ``store`` (the ``Store`` repository), ``records`` (the
 dataclasses it takes and returns), ``models`` (tables), ``backend`` (engines, SQLite
-tuning), ``aggregate`` (the analytics SQL) and ``adapters`` (the store as the email
-processor's campaign source and delivery recorder). Tables are created by
+tuning), ``aggregate`` (the analytics SQL), ``lookups`` and ``suppressions`` (mixed
+into ``Store``: campaign queries; the suppression list and erasure) and ``adapters``
+(the store as the email processor's campaign source and delivery recorder). Tables are created by
 ``Store.init()``; there are no migrations yet.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 from .records import (
     DELIVERY_STATUSES,
     EVENT_TYPES,
+    SUPPRESSION_REASONS,
     AIResultRecord,
     CampaignRecord,
     CampaignStats,
@@ -24,15 +26,20 @@ from .records import (
     DeadLetterRecord,
     DeliveryRecord,
     DeliveryStatus,
+    ErasureResult,
     EventRecord,
     EventType,
     LinkClicks,
+    SuppressionReason,
+    SuppressionRecord,
+    address_hash,
 )
 from .store import Store
 
 __all__ = [
     "DELIVERY_STATUSES",
     "EVENT_TYPES",
+    "SUPPRESSION_REASONS",
     "AIResultRecord",
     "CampaignRecord",
     "CampaignStats",
@@ -41,8 +48,12 @@ __all__ = [
     "DeadLetterRecord",
     "DeliveryRecord",
     "DeliveryStatus",
+    "ErasureResult",
     "EventRecord",
     "EventType",
     "LinkClicks",
     "Store",
+    "SuppressionReason",
+    "SuppressionRecord",
+    "address_hash",
 ]

@@ -14,6 +14,8 @@ Definitions (the same for a campaign and for a tenant's day):
   whose message bounced asynchronously afterwards is still counted as sent.
 - *bounced* — distinct recipients with a ``bounced`` delivery record or event.
 - *failed* — delivery records with status ``failed`` (never handed to the server).
+- *suppressed* — delivery records with status ``suppressed`` (on the tenant's
+  suppression list when the batch came to them: never sent).
 - *unique opens/clicks*, *unsubscribes*, *complaints* — distinct recipients with such an
   event; open and click rates are divided by *sent* (0 when nothing was sent).
 - *best send hour* — the UTC hour of day in which most distinct recipients opened.
@@ -134,6 +136,7 @@ async def compute_campaign_stats(
     sent = await _count(conn, _recipients_with("sent", deliveries, events))
     bounced = await _count(conn, _recipients_with("bounced", deliveries, events))
     failed = await _delivery_count(conn, deliveries, "failed")
+    suppressed = await _delivery_count(conn, deliveries, "suppressed")
     counts = await _event_counts(conn, events)
 
     def unique(kind: str) -> int:
@@ -182,6 +185,7 @@ async def compute_campaign_stats(
         top_links=top_links,
         best_send_hour=None if best is None else int(best.hour),
         trend=trend,
+        suppressed=suppressed,
         started_at=started_at,
         computed_at=now,
     )

@@ -39,10 +39,14 @@ class CampaignLookups:
 
     async def get_delivery(self, tenant_id: str, campaign_id: str, email: str
                            ) -> DeliveryRecord | None:
-        """One address's delivery in one campaign (the address compared case-blind)."""
+        """One address's delivery in one campaign (the address compared case-blind).
+
+        Both sides are lowered by the database: SQLite's ``lower()`` (and PostgreSQL's in
+        a ``C`` locale) folds ASCII letters only, so against Python's ``str.lower()`` an
+        address with a non-ASCII capital ("JÜRGEN@…") would never be found."""
         query = select(Delivery.__table__).where(
             Delivery.tenant_id == tenant_id, Delivery.campaign_id == campaign_id,
-            func.lower(Delivery.email) == email.lower()).limit(1)
+            func.lower(Delivery.email) == func.lower(email)).limit(1)
         async with self._read() as conn:
             row = (await conn.execute(query)).first()
         return None if row is None else _delivery(row)
@@ -51,7 +55,7 @@ class CampaignLookups:
                             ) -> list[DeliveryRecord]:
         """Every delivery to one address of the tenant, newest first."""
         query = (select(Delivery.__table__).where(
-            Delivery.tenant_id == tenant_id, func.lower(Delivery.email) == email.lower())
+            Delivery.tenant_id == tenant_id, func.lower(Delivery.email) == func.lower(email))
             .order_by(Delivery.created_at.desc(), Delivery.id.desc()).limit(limit))
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()

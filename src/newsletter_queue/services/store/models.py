@@ -139,6 +139,7 @@ class CampaignStatsRow(Base):
     click_rate: Mapped[float] = mapped_column(Float)
     unsubscribes: Mapped[int]
     complaints: Mapped[int]
+    suppressed: Mapped[int] = mapped_column(server_default="0")
     top_links: Mapped[list[dict[str, Any]]] = mapped_column(_JSON)
     best_send_hour: Mapped[int | None]
     trend: Mapped[dict[str, Any]] = mapped_column(_JSON)
@@ -200,3 +201,22 @@ class DeadLetter(Base):
     failed_at: Mapped[datetime]
     replayed_at: Mapped[datetime | None]
     replay_job_id: Mapped[str | None] = mapped_column(String(256))
+
+
+class Suppression(Base):
+    """The tenant's suppression list; an address is known by its hash (see
+    ``records.address_hash``), its text is dropped when it is erased."""
+
+    __tablename__ = "nlq_suppressions"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "email_hash", name="uq_suppression"),
+        Index("ix_suppression_tenant_time", "tenant_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(_PK, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(_ID)
+    email_hash: Mapped[str] = mapped_column(String(64))
+    email: Mapped[str | None] = mapped_column(_EMAIL)
+    reason: Mapped[str] = mapped_column(String(16))
+    campaign_id: Mapped[str | None] = mapped_column(_ID)
+    created_at: Mapped[datetime]

@@ -12,16 +12,25 @@ taken to be UTC (that is how the store keeps them: see ``models.UTCDateTime``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Literal, get_args
 
-DeliveryStatus = Literal["sent", "failed", "bounced"]
+DeliveryStatus = Literal["sent", "failed", "bounced", "suppressed"]
 EventType = Literal[
     "sent", "delivered", "bounced", "opened", "clicked", "unsubscribed", "complained"
 ]
+SuppressionReason = Literal["unsubscribed", "hard-bounce", "complaint", "manual"]
 DELIVERY_STATUSES: frozenset[str] = frozenset(get_args(DeliveryStatus))
 EVENT_TYPES: frozenset[str] = frozenset(get_args(EventType))
+SUPPRESSION_REASONS: frozenset[str] = frozenset(get_args(SuppressionReason))
+
+
+def address_hash(email: str) -> str:
+    """How the suppression list knows an address: SHA-256 (hex) of it lowercased and
+    stripped. An erased address is kept as this alone, so it is still never mailed."""
+    return hashlib.sha256(email.strip().lower().encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def utcnow() -> datetime:
@@ -108,6 +117,38 @@ class EventRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SuppressionRecord:
+    """An address the tenant's campaigns never mail again, and why.
+
+    ``email`` is ``None`` once the address was erased (only ``email_hash`` is kept);
+    ``campaign_id`` is the campaign the unsubscribe, bounce or complaint came from.
+    """
+
+    tenant_id: str
+    email: str | None
+    email_hash: str
+    reason: SuppressionReason
+    campaign_id: str | None = None
+    created_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureResult:
+    """What ``Store.erase_address`` removed: deliveries and events of the address, and
+    whether its suppression entry was created (else an existing one lost its address)."""
+
+    deliveries: int
+    events: int
+    suppression_created: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+
+@dataclass(frozen=True, slots=True)
 class LinkClicks:
     """Clicks on one URL of a campaign."""
 
@@ -167,6 +208,8 @@ class CampaignStats:
     trend: CampaignTrend
     started_at: datetime | None
     computed_at: datetime
+    suppressed: int = 0
+    """Recipients not sent because they were on the tenant's suppression list."""
 
     def to_dict(self) -> dict[str, Any]:
         out = _to_dict(self)

@@ -61,13 +61,14 @@ from .records import (
     LinkClicks,
     utcnow,
 )
+from .suppressions import SuppressionList
 
 log = logging.getLogger(__name__)
 
 _INIT_LOCK_KEY = 0x6E6C7131  # "nlq1": PostgreSQL advisory lock serialising init()
 
 
-class Store(CampaignLookups):
+class Store(CampaignLookups, SuppressionList):
     """Campaigns, deliveries, events, stats, AI results and dead letters.
 
     Args:
@@ -296,6 +297,7 @@ class Store(CampaignLookups):
             "unique_opens": stats.unique_opens, "open_rate": stats.open_rate,
             "unique_clicks": stats.unique_clicks, "click_rate": stats.click_rate,
             "unsubscribes": stats.unsubscribes, "complaints": stats.complaints,
+            "suppressed": stats.suppressed,
             "top_links": [{"url": x.url, "clicks": x.clicks} for x in stats.top_links],
             "best_send_hour": stats.best_send_hour, "trend": stats.trend.to_dict(),
             "started_at": stats.started_at, "computed_at": stats.computed_at,
@@ -435,7 +437,7 @@ def _campaign_stats(row: Row[Any]) -> CampaignStats:
         failed=row.failed, bounced=row.bounced, unique_opens=row.unique_opens,
         open_rate=row.open_rate, unique_clicks=row.unique_clicks,
         click_rate=row.click_rate, unsubscribes=row.unsubscribes,
-        complaints=row.complaints,
+        complaints=row.complaints, suppressed=row.suppressed,
         top_links=tuple(LinkClicks(str(x["url"]), int(x["clicks"]))
                         for x in row.top_links or []),
         best_send_hour=row.best_send_hour,
