@@ -425,6 +425,7 @@ def _check_bind(settings: Settings, host: str) -> None:
 
 
 app.add_typer(importlib.import_module(f"{__package__}.cli_campaigns").app, name="campaign")
+app.add_typer(importlib.import_module(f"{__package__}.cli_db").app, name="db")
 _suppression_cli = importlib.import_module(f"{__package__}.cli_suppressions")
 app.add_typer(_suppression_cli.app, name="suppression")
 app.command("erase")(_suppression_cli.erase)

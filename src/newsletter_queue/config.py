@@ -239,6 +239,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "NLQ_DATABASE_URL", "database_url"),
         description="SQLAlchemy async URL; unset → SQLite file in state_dir",
     )
+    db_auto_upgrade: bool = Field(
+        default=True, description="Upgrade the records database to this release's schema "
+        "at start; off: start-up fails until `newsletter-queue db upgrade` has run")
     ai_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("AI_BASE_URL", "NLQ_AI_BASE_URL", "ai_base_url")
     )

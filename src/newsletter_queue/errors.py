@@ -16,6 +16,8 @@ module name their module in brackets::
     │   ├── EvictionPolicyError       maxmemory-policy is not noeviction and strict mode is on
     │   ├── RedisOutOfMemoryError     Redis refused a write (maxmemory reached, noeviction)
     │   └── EmbeddedServerError       the private dev server could not be started
+    ├── DatabaseSchemaError           records tables this release cannot use (a newer revision …)
+    │   └── DatabaseUpgradeRequiredError  behind this release and db_auto_upgrade is off
     ├── OverloadedError               too many Redis commands in flight in this process; retry
     ├── QueueNotFoundError            unknown queue name (lists the known ones)
     ├── JobValidationError            job data failed validation (lists every bad field path)
@@ -131,6 +133,30 @@ class RedisOutOfMemoryError(RedisServerError):
 
 class EmbeddedServerError(RedisServerError):
     """The private development Redis/Valkey server could not be started."""
+
+
+class DatabaseSchemaError(NewsletterQueueError):
+    """The records database's schema is not one this release can use or upgrade: a
+    revision of a newer release, or ``nlq_*`` tables that are not release 0.1.0's."""
+
+
+class DatabaseUpgradeRequiredError(DatabaseSchemaError):
+    """The records database is behind this release and ``db_auto_upgrade`` is off.
+
+    Attributes:
+        url: the database URL with any password replaced by ``***``.
+        current: where the database stands (``revision 0001``, ``empty`` …).
+        head: the revision this release needs.
+    """
+
+    def __init__(self, url: str, current: str, head: str) -> None:
+        self.url = url
+        self.current = current
+        self.head = head
+        super().__init__(
+            f"the records database {url} ({current}) is behind this release's schema "
+            f"(revision {head}) and db_auto_upgrade is off (NLQ_DB_AUTO_UPGRADE=false): "
+            "run `newsletter-queue db upgrade` with the same settings, then start again")
 
 
 class OverloadedError(NewsletterQueueError):

@@ -5,11 +5,12 @@ via ``DATABASE_URL``).
 Redis holds jobs while they run; everything that must outlive the queue's retention —
 what was sent to whom, what recipients did, the aggregates, failed jobs kept for
 replay — lives here. Modules: ``store`` (the ``Store`` repository), ``records`` (the
-dataclasses it takes and returns), ``models`` (tables), ``backend`` (engines, SQLite
-tuning), ``aggregate`` (the analytics SQL), ``lookups`` and ``suppressions`` (mixed
-into ``Store``: campaign queries; the suppression list and erasure) and ``adapters``
-(the store as the email processor's campaign source and delivery recorder). Tables are created by
-``Store.init()``; there are no migrations yet.
+dataclasses it takes and returns; ``rows`` makes them from query rows), ``lookups`` and
+``suppressions`` (mixed into ``Store``: the campaign queries; the suppression list and
+erasure), ``models`` (tables), ``migrate`` and ``migrations/`` (the schema's Alembic
+revisions, run by ``Store.init()`` and ``newsletter-queue db upgrade``), ``backend``
+(engines, SQLite tuning), ``aggregate`` (the analytics SQL) and ``adapters`` (the store as
+the email processor's campaign source and delivery recorder).
 """
 
 from __future__ import annotations

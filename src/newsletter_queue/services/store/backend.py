@@ -23,7 +23,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from ...config import mask_url
+from ...config import Settings, mask_url
 from ...errors import ConfigurationError
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -43,6 +43,12 @@ def masked(url: str) -> str:
         return mask_url(url)
     except ValueError:
         return "<unparseable database URL>"
+
+
+def settings_url(settings: Settings) -> str:
+    """``DATABASE_URL`` if set, else the SQLite file ``settings.sqlite_path()``."""
+    url = settings.database_url.get_secret_value() if settings.database_url else ""
+    return url or f"sqlite+aiosqlite:///{settings.sqlite_path()}"
 
 
 def async_url(url: str) -> URL:

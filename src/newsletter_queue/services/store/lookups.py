@@ -4,13 +4,13 @@ an address's deliveries. Mixed into ``Store`` (``Store(CampaignLookups)``)."""
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .models import Campaign, CampaignStatsRow, Delivery
 from .records import CampaignRecord, DeliveryRecord
+from .rows import campaign_record, delivery_record
 
 
 class CampaignLookups:
@@ -27,10 +27,7 @@ class CampaignLookups:
                  .offset(offset).limit(limit))
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
-        return [CampaignRecord(
-            tenant_id=r.tenant_id, campaign_id=r.campaign_id, subject=r.subject,
-            html=r.html, text=r.text, from_addr=r.from_addr, reply_to=r.reply_to,
-            headers=dict(r.headers or {}), created_at=r.created_at) for r in rows]
+        return [campaign_record(r) for r in rows]
 
     async def count_campaigns(self, tenant_id: str) -> int:
         async with self._read() as conn:
@@ -49,7 +46,7 @@ class CampaignLookups:
             func.lower(Delivery.email) == func.lower(email)).limit(1)
         async with self._read() as conn:
             row = (await conn.execute(query)).first()
-        return None if row is None else _delivery(row)
+        return None if row is None else delivery_record(row)
 
     async def deliveries_to(self, tenant_id: str, email: str, *, limit: int = 100
                             ) -> list[DeliveryRecord]:
@@ -59,7 +56,7 @@ class CampaignLookups:
             .order_by(Delivery.created_at.desc(), Delivery.id.desc()).limit(limit))
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
-        return [_delivery(r) for r in rows]
+        return [delivery_record(r) for r in rows]
 
     async def has_campaign_results(self, tenant_id: str, campaign_id: str) -> bool:
         """Whether the campaign has a stats row or any delivery (it was sent)."""
@@ -71,9 +68,3 @@ class CampaignLookups:
                     return True
         return False
 
-
-def _delivery(r: Row[Any]) -> DeliveryRecord:
-    return DeliveryRecord(
-        tenant_id=r.tenant_id, campaign_id=r.campaign_id, email=r.email, status=r.status,
-        attempt=r.attempt, message_id=r.message_id, smtp_code=r.smtp_code,
-        smtp_response=r.smtp_response, created_at=r.created_at, updated_at=r.updated_at)

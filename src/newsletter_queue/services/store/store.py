@@ -14,9 +14,10 @@ Backends (set up in ``backend``):
 Upserts use each dialect's ``INSERT … ON CONFLICT DO UPDATE`` so that every writer —
 all of them run at least once — can repeat itself safely.
 
-Tables are created by ``init()`` (idempotent; serialised across processes by a write
-transaction on SQLite and an advisory lock on PostgreSQL). There are no migrations yet:
-when the schema first changes, Alembic migrations will take over from ``create_all``.
+The schema is Alembic's (``migrate``; revisions in ``migrations/``): ``init()`` upgrades
+the database to this release's head under a cross-process lock or, with
+``auto_upgrade=False`` (``db_auto_upgrade``), fails with ``DatabaseUpgradeRequiredError``
+when it is behind; ``upgrade()`` is ``newsletter-queue db upgrade``.
 
 The database URL is only ever shown through ``config.mask_url``.
 """
@@ -24,24 +25,22 @@ The database URL is only ever shown through ``config.mask_url``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Row, case, func, insert, select, text, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.schema import CreateSchema
 
 from ...config import Settings
-from . import aggregate
-from .backend import async_url, create_engines, masked
+from . import aggregate, migrate
+from .backend import async_url, create_engines, masked, settings_url
 from .lookups import CampaignLookups
 from .models import (
     AIResult,
-    Base,
     Campaign,
     CampaignStatsRow,
     DailyTenantStatsRow,
@@ -53,19 +52,17 @@ from .records import (
     AIResultRecord,
     CampaignRecord,
     CampaignStats,
-    CampaignTrend,
     DailyTenantStats,
     DeadLetterRecord,
     DeliveryRecord,
     EventRecord,
-    LinkClicks,
     utcnow,
 )
+from .rows import campaign_record, campaign_stats, dead_letter_record, delivery_record
 from .suppressions import SuppressionList
 
 log = logging.getLogger(__name__)
-
-_INIT_LOCK_KEY = 0x6E6C7131  # "nlq1": PostgreSQL advisory lock serialising init()
+T = TypeVar("T")
 
 
 class Store(CampaignLookups, SuppressionList):
@@ -77,42 +74,61 @@ class Store(CampaignLookups, SuppressionList):
         schema: PostgreSQL schema for the tables (created by ``init``); default: the
             connection's ``search_path``.
         echo: log every SQL statement (debugging).
+        auto_upgrade: let ``init`` upgrade a database that is behind this release.
     """
 
-    def __init__(self, url: str, *, schema: str | None = None, echo: bool = False) -> None:
+    def __init__(self, url: str, *, schema: str | None = None, echo: bool = False,
+                 auto_upgrade: bool = True) -> None:
         parsed = async_url(url)
         self.url = masked(parsed.render_as_string(hide_password=False))
         self.dialect = parsed.get_backend_name()
         self.schema = schema
+        self.auto_upgrade = auto_upgrade
         self._engine, self._writer = create_engines(parsed, schema=schema, echo=echo)
         self._ready = False
 
     @classmethod
     def from_settings(cls, settings: Settings, *, schema: str | None = None,
                       echo: bool = False) -> Store:
-        """``DATABASE_URL`` if set, else the SQLite file ``settings.sqlite_path()``."""
-        url = settings.database_url.get_secret_value() if settings.database_url else ""
-        if not url:
-            url = f"sqlite+aiosqlite:///{settings.sqlite_path()}"
-        return cls(url, schema=schema, echo=echo)
+        """``DATABASE_URL`` if set, else the SQLite file ``settings.sqlite_path()``;
+        ``db_auto_upgrade`` decides whether ``init`` may upgrade."""
+        return cls(settings_url(settings), schema=schema, echo=echo,
+                   auto_upgrade=settings.db_auto_upgrade)
 
     def __repr__(self) -> str:
         return f"<Store {self.url}>"
 
     # --- lifecycle ---------------------------------------------------------------------
     async def init(self) -> None:
-        """Create the tables (and the schema) if they do not exist. Idempotent."""
+        """Bring the database (and the schema) to this release's head. Idempotent.
+
+        Raises:
+            DatabaseUpgradeRequiredError: behind head and ``auto_upgrade`` is off.
+            DatabaseSchemaError: a newer release's revision, or tables not ours.
+        """
         if self._ready:
             return
-        async with self._write() as conn:
-            if self.dialect == "postgresql":
-                await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
-                                   {"k": _INIT_LOCK_KEY})
-                if self.schema is not None:
-                    await conn.execute(CreateSchema(self.schema, if_not_exists=True))
-            await conn.run_sync(Base.metadata.create_all)
+        done = await self._migrate(migrate.prepare, self.auto_upgrade, self.url)
         self._ready = True
-        log.info("records store ready: %s", self.url)
+        log.info("records store ready: %s (revision %s%s)", self.url, done.head,
+                 f", upgraded from {done.before.describe()}" if done.changed else "")
+
+    async def upgrade(self) -> migrate.Upgrade:
+        """Upgrade to this release's head, whatever ``auto_upgrade`` says."""
+        done = await self._migrate(migrate.upgrade, self.url)
+        self._ready = True
+        return done
+
+    async def schema_status(self) -> migrate.SchemaStatus:
+        """The database's revision and this release's head (changes nothing)."""
+        async with self._read() as conn:
+            return await conn.run_sync(migrate.status, self.schema)
+
+    async def _migrate(self, step: Callable[..., T], *args: Any) -> T:
+        """``step(connection, schema, *args)`` under the cross-process migration lock."""
+        async with self._write() as conn:
+            await migrate.lock(conn, self.schema)
+            return await conn.run_sync(step, self.schema, *args)
 
     async def close(self) -> None:
         """Close every pooled connection."""
@@ -167,13 +183,7 @@ class Store(CampaignLookups, SuppressionList):
             row = (await conn.execute(select(Campaign.__table__).where(
                 Campaign.tenant_id == tenant_id, Campaign.campaign_id == campaign_id,
             ))).first()
-        if row is None:
-            return None
-        return CampaignRecord(
-            tenant_id=row.tenant_id, campaign_id=row.campaign_id, subject=row.subject,
-            html=row.html, text=row.text, from_addr=row.from_addr, reply_to=row.reply_to,
-            headers=dict(row.headers or {}), created_at=row.created_at,
-        )
+        return None if row is None else campaign_record(row)
 
     # --- deliveries --------------------------------------------------------------------
     async def record_deliveries(self, deliveries: Sequence[DeliveryRecord], *,
@@ -240,15 +250,7 @@ class Store(CampaignLookups, SuppressionList):
                  .order_by(Delivery.id).offset(offset).limit(limit))
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
-        return [
-            DeliveryRecord(
-                tenant_id=r.tenant_id, campaign_id=r.campaign_id, email=r.email,
-                status=r.status, attempt=r.attempt, message_id=r.message_id,
-                smtp_code=r.smtp_code, smtp_response=r.smtp_response,
-                created_at=r.created_at, updated_at=r.updated_at,
-            )
-            for r in rows
-        ]
+        return [delivery_record(r) for r in rows]
 
     async def count_deliveries(
         self, tenant_id: str, campaign_id: str, status: str | None = None
@@ -318,7 +320,7 @@ class Store(CampaignLookups, SuppressionList):
                 CampaignStatsRow.tenant_id == tenant_id,
                 CampaignStatsRow.campaign_id == campaign_id,
             ))).first()
-        return None if row is None else _campaign_stats(row)
+        return None if row is None else campaign_stats(row)
 
     # --- daily tenant stats ------------------------------------------------------------
     async def campaigns_active_on(self, tenant_id: str, day: date) -> list[str]:
@@ -383,13 +385,13 @@ class Store(CampaignLookups, SuppressionList):
         query = query.order_by(DeadLetter.failed_at.desc(), DeadLetter.id.desc()).limit(limit)
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
-        return [_dead_letter(r) for r in rows]
+        return [dead_letter_record(r) for r in rows]
 
     async def get_dead_letter(self, id: int) -> DeadLetterRecord | None:
         async with self._read() as conn:
             row = (await conn.execute(
                 select(DeadLetter.__table__).where(DeadLetter.id == id))).first()
-        return None if row is None else _dead_letter(row)
+        return None if row is None else dead_letter_record(row)
 
     async def mark_dead_letter_replayed(self, id: int, new_job_id: str) -> bool:
         """Record that dead letter ``id`` was re-enqueued as ``new_job_id``.
@@ -430,23 +432,3 @@ def _day_range(day: date) -> tuple[datetime, datetime]:
     start = datetime(day.year, day.month, day.day)
     return start, start + timedelta(days=1)
 
-
-def _campaign_stats(row: Row[Any]) -> CampaignStats:
-    return CampaignStats(
-        tenant_id=row.tenant_id, campaign_id=row.campaign_id, sent=row.sent,
-        failed=row.failed, bounced=row.bounced, unique_opens=row.unique_opens,
-        open_rate=row.open_rate, unique_clicks=row.unique_clicks,
-        click_rate=row.click_rate, unsubscribes=row.unsubscribes,
-        complaints=row.complaints, suppressed=row.suppressed,
-        top_links=tuple(LinkClicks(str(x["url"]), int(x["clicks"]))
-                        for x in row.top_links or []),
-        best_send_hour=row.best_send_hour,
-        trend=CampaignTrend.from_dict(row.trend or {}),
-        started_at=row.started_at, computed_at=row.computed_at,
-    )
-
-
-def _dead_letter(row: Row[Any]) -> DeadLetterRecord:
-    values = row._asdict()
-    values["stacktrace"] = [str(s) for s in values.get("stacktrace") or []]
-    return DeadLetterRecord(**values)
