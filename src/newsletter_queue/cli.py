@@ -335,6 +335,32 @@ def perf(
 
 
 # --- long-running processes ----------------------------------------------------------------
+@app.command("dkim-records")
+def dkim_records(as_json: JsonFlag = False) -> None:
+    """Print the DNS TXT records that publish the configured DKIM keys' public halves."""
+    from .services.dkim import DkimSigner
+
+    settings = _settings()
+    try:
+        signer = DkimSigner.from_settings(settings)
+    except NewsletterQueueError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    if signer is None:
+        err_console.print("[bold red]error:[/] no DKIM key is configured (NLQ_DKIM_DOMAIN, "
+                          "NLQ_DKIM_SELECTOR, NLQ_DKIM_PRIVATE_KEY or NLQ_DKIM_TENANTS)")
+        raise typer.Exit(1)
+    identities = ([(None, signer.default)] if signer.default else []) + \
+        list(signer.tenants.items())
+    if as_json:
+        _print_json([{"tenant": tenant, "name": ident.dns_record()[0],
+                      "value": ident.dns_record()[1]} for tenant, ident in identities])
+        return
+    for tenant, ident in identities:
+        who = f"tenant {tenant}" if tenant is not None else "global key"
+        sys.stdout.write(f"; {who}\n{ident.zone_entry()}\n")
+
+
 @app.command()
 def up(
     host: HostOpt = "127.0.0.1",

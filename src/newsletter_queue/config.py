@@ -19,6 +19,7 @@ from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import platformdirs
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -29,7 +30,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from .errors import ConfigurationError
 from .monitor_report import MonitorThresholds
@@ -119,6 +120,46 @@ class JobLimits(BaseModel):
 
     max_payload_bytes: PositiveInt = 512 * 1024
     max_recipients_per_job: PositiveInt = 1000
+
+
+# DKIM (services/dkim.py): the header fields signed by default. RFC 8058 (one-click
+# unsubscribe) requires List-Unsubscribe and List-Unsubscribe-Post in h=; a field named
+# here that a message lacks is signed as absent, so it cannot be added in transit.
+DKIM_DEFAULT_HEADERS = ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version",
+                        "Content-Type", "List-Unsubscribe", "List-Unsubscribe-Post",
+                        "Reply-To")
+DKIM_REQUIRED_HEADERS = ("from", "list-unsubscribe", "list-unsubscribe-post")
+# Never signed (RFC 6376 5.4: added or changed in transit).
+_DKIM_UNSIGNABLE = ("return-path", "received", "comments", "keywords", "bcc", "resent-bcc",
+                    "dkim-signature")
+_DNS_NAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
+_FIELD_NAME = re.compile(r"^[!-9;-~]+$")
+
+
+def _dns_name(value: str) -> str:
+    if not _DNS_NAME.match(value) or len(value) > 253:
+        raise ValueError("must be a DNS name in ASCII (letters, digits, '-', '.'; an "
+                         "international domain as its xn-- form)")
+    return value.lower()
+
+
+class DkimKey(BaseModel):
+    """One DKIM signing identity: ``d=`` domain, ``s=`` selector and the private key
+    (PEM text, or a file holding it — exactly one of the two)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    domain: Annotated[str, AfterValidator(_dns_name)]
+    selector: Annotated[str, AfterValidator(_dns_name)]
+    private_key: SecretStr | None = None
+    private_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> DkimKey:
+        if (self.private_key is None) == (self.private_key_file is None):
+            raise ValueError("give exactly one of private_key (PEM text) and "
+                             "private_key_file")
+        return self
 
 
 def _default_queues() -> dict[str, QueueConfig]:
@@ -238,6 +279,17 @@ class Settings(BaseSettings):
         default=256 * 1024 * 1024, ge=1024,
         description="Largest recipients upload (CSV/NDJSON body of a campaign send) the "
                     "API accepts, streamed to a temporary file; larger ones get 413")
+    # DKIM: every field unset → mail goes out unsigned (services/dkim.py).
+    dkim_domain: str | None = Field(default=None, description="d= of the global key")
+    dkim_selector: str | None = Field(default=None, description="s= of the global key")
+    dkim_private_key: SecretStr | None = Field(
+        default=None, description="PEM text of the global RSA private key")
+    dkim_private_key_file: Path | None = Field(
+        default=None, description="A file holding the global key's PEM text")
+    dkim_headers: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DKIM_DEFAULT_HEADERS, description="Header fields signed (comma-separated)")
+    dkim_tenants: dict[str, DkimKey] = Field(
+        default_factory=dict, description="tenant id → its own key (JSON object)")
     dev_mode: bool = Field(
         default=True, description="Enables dev tools, dev API and destructive dev actions"
     )
@@ -277,6 +329,55 @@ class Settings(BaseSettings):
             raise ValueError("expected a domain name such as bounces.example.com (letters, "
                              "digits, '-' and dots; no '@')")
         return domain
+
+    @field_validator("dkim_domain", "dkim_selector", "dkim_private_key",
+                     "dkim_private_key_file", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("dkim_headers", mode="before")
+    @classmethod
+    def _split_headers(cls, value: Any) -> Any:
+        return [h.strip() for h in value.split(",") if h.strip()] \
+            if isinstance(value, str) else value
+
+    @field_validator("dkim_headers")
+    @classmethod
+    def _check_dkim_headers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        lowered = {h.lower() for h in value}
+        bad = [h for h in value if not _FIELD_NAME.match(h)]
+        if bad:
+            raise ValueError(f"not header field names: {', '.join(map(repr, bad))}")
+        unsignable = sorted(lowered & set(_DKIM_UNSIGNABLE))
+        if unsignable:
+            raise ValueError(f"these change in transit and must not be signed: "
+                             f"{', '.join(unsignable)}")
+        missing = [h for h in DKIM_REQUIRED_HEADERS if h not in lowered]
+        if missing:
+            raise ValueError(f"must include {', '.join(missing)} (From: RFC 6376; the "
+                             "List-Unsubscribe pair: RFC 8058 one-click unsubscribe)")
+        return value
+
+    @field_validator("dkim_domain", "dkim_selector")
+    @classmethod
+    def _check_dkim_names(cls, value: str | None) -> str | None:
+        return None if value is None else _dns_name(value)
+
+    @model_validator(mode="after")
+    def _check_dkim_key(self) -> Settings:
+        given = {"NLQ_DKIM_DOMAIN": self.dkim_domain, "NLQ_DKIM_SELECTOR": self.dkim_selector,
+                 "NLQ_DKIM_PRIVATE_KEY or NLQ_DKIM_PRIVATE_KEY_FILE":
+                     self.dkim_private_key or self.dkim_private_key_file}
+        if any(v is not None for v in given.values()):
+            missing = [name for name, v in given.items() if v is None]
+            if missing:
+                raise ValueError(f"DKIM: {', '.join(missing)} unset; the global key needs "
+                                 "a domain, a selector and a key (or none of them)")
+        if self.dkim_private_key is not None and self.dkim_private_key_file is not None:
+            raise ValueError("DKIM: set NLQ_DKIM_PRIVATE_KEY or NLQ_DKIM_PRIVATE_KEY_FILE, "
+                             "not both")
+        return self
 
     @field_validator("key_prefix")
     @classmethod
@@ -325,6 +426,15 @@ class Settings(BaseSettings):
             raise QueueNotFoundError(name, self.queues) from None
 
     @property
+    def dkim_key(self) -> DkimKey | None:
+        """The global DKIM key (for tenants without their own), if configured."""
+        if self.dkim_domain is None or self.dkim_selector is None:
+            return None
+        return DkimKey(domain=self.dkim_domain, selector=self.dkim_selector,
+                       private_key=self.dkim_private_key,
+                       private_key_file=self.dkim_private_key_file)
+
+    @property
     def masked_redis_url(self) -> str | None:
         return mask_url(self.redis_url.get_secret_value()) if self.redis_url else None
 
@@ -346,3 +456,5 @@ def load_settings(**overrides: Any) -> Settings:
             f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: "
             f"{error['msg'].removeprefix('Value error, ')}" for error in exc.errors())
         raise ConfigurationError(f"invalid settings: {problems}") from None
+    except SettingsError as exc:  # a JSON-valued variable that is not JSON
+        raise ConfigurationError(f"invalid settings: {exc} (expected JSON)") from None

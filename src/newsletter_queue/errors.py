@@ -9,6 +9,7 @@ module name their module in brackets::
 
     NewsletterQueueError
     ├── ConfigurationError            bad settings (URL scheme, prefix, queue table)
+    │   └── DkimKeyError              a DKIM private key cannot be used [services.dkim]
     ├── RedisServerError              the Redis server cannot be used as it is
     │   ├── RedisUnavailableError     cannot connect / connection lost (carries the masked URL)
     │   ├── RedisVersionError         server older than the minimum version

@@ -3,10 +3,11 @@
 One run of the whole system with every secret set — a Redis password (private server
 with ``requirepass``), an SMTP user and password (the dev sink requiring AUTH), an AI key
 (the fake OpenAI server, which receives it and, on purpose, echoes it back in an error
-message), an API token — plus a wrong SMTP password and a wrong Redis password on the
-error paths. Afterwards every log record (DEBUG and up), every key and value in Redis,
-the SQLite file, the reprs of the objects that hold secrets, the dev API's answers and
-the CLI's output are scanned for each secret and its base64 forms.
+message), an API token, a DKIM private key (signing every message) — plus a wrong SMTP
+password and a wrong Redis password on the error paths. Afterwards every log record
+(DEBUG and up), every key and value in Redis, the SQLite file, the reprs of the objects
+that hold secrets, the dev API's answers and the CLI's output are scanned for each
+secret and its base64 forms.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.services.store import CampaignRecord
 from newsletter_queue.system import System
 from tests.conftest import make_settings
+from tests.support.dkimkeys import pem, rsa_key
 from tests.support.fakeopenai import FakeOpenAI
 from tests.support.helpers import wait_for
 from tests.support.redisserver import private_redis
@@ -45,7 +47,12 @@ WRONG_SMTP_PW = "wrongSmtp-" + uuid.uuid4().hex[:12]
 WRONG_REDIS_PW = "wrongRedis-" + uuid.uuid4().hex[:12]
 AI_KEY = "aiKey-" + uuid.uuid4().hex[:16]
 API_TOKEN = "apiTok-" + uuid.uuid4().hex[:16]
-SECRETS = (REDIS_PW, SMTP_PW, WRONG_SMTP_PW, WRONG_REDIS_PW, AI_KEY, API_TOKEN)
+DKIM_PEM = pem(rsa_key("no-secrets"))
+# 64 base64 characters of the private exponent (DER bytes 336-384; the modulus before it is
+# public, and dkim-records prints it).
+DKIM_KEY_LINE = DKIM_PEM.splitlines()[8]
+SECRETS = (REDIS_PW, SMTP_PW, WRONG_SMTP_PW, WRONG_REDIS_PW, AI_KEY, API_TOKEN,
+           DKIM_KEY_LINE)
 
 
 def _forms(secret: str) -> list[str]:
@@ -115,7 +122,8 @@ async def test_no_secret_anywhere_after_a_full_run(
                 redis_url=redis_url, key_prefix=prefix, state_dir=tmp_path / "state",
                 smtp_url=smtp_url, ai_base_url=fake.base_url, ai_api_key=AI_KEY,
                 api_token=API_TOKEN, emails_per_second=100_000,
-                emails_per_second_per_tenant=100_000)
+                emails_per_second_per_tenant=100_000, dkim_domain="example.com",
+                dkim_selector="sec", dkim_private_key=DKIM_PEM)
             fake.reply('{"alternatives": ["A better subject"]}')
             fake.error(401, f"Incorrect API key provided: {AI_KEY}. Bearer {AI_KEY}")
 
@@ -142,6 +150,8 @@ async def test_no_secret_anywhere_after_a_full_run(
                     "tenantId": "t1", "type": "subject-optimization",
                     "data": {"subjects": ["Again"]}})
                 await asyncio.wait_for(sink.handler.wait_for_total(30), 30)
+                assert all(m.raw.startswith(b"DKIM-Signature: ")  # the key was in use
+                           for m in sink.handler.recent)
                 failed_ai = await wait_for(lambda: manager.get_jobs("ai", "failed"),
                                            timeout=20, message="the 401 AI job to fail")
                 assert failed_ai[0].id == bad_ai.id
@@ -223,9 +233,10 @@ async def test_no_secret_anywhere_after_a_full_run(
             env.update(REDIS_URL=redis_url, SMTP_URL=smtp_url, AI_API_KEY=AI_KEY,
                        AI_BASE_URL=fake.base_url, NLQ_API_TOKEN=API_TOKEN,
                        NLQ_KEY_PREFIX=prefix, NLQ_STATE_DIR=str(tmp_path / "state"),
-                       COLUMNS="200")
+                       NLQ_DKIM_DOMAIN="example.com", NLQ_DKIM_SELECTOR="sec",
+                       NLQ_DKIM_PRIVATE_KEY=DKIM_PEM, COLUMNS="200")
             cli_runs = [["health", "--json"], ["stats", "--json"], ["errors"],
-                        ["inspect", "ai"], ["report"]]
+                        ["inspect", "ai"], ["report"], ["dkim-records"]]
             outputs = await asyncio.gather(*(asyncio.to_thread(_cli, args, env, tmp_path)
                                              for args in cli_runs))
             for args, output in zip(cli_runs, outputs, strict=True):

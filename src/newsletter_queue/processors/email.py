@@ -11,7 +11,8 @@ For each batch (``EmailJobData``):
 4. Send in chunks. Per chunk: take tokens from the shared per-second limits (global and
    tenant; a long wait parks the job in *delayed* instead of holding a worker slot),
    claim the recipients in the campaign ledger (recipients already sent or bounced are
-   skipped), render, send through the SMTP pool, and record each acceptance in the
+   skipped), render, DKIM-sign (``services.dkim``: the tenant's key or the global one,
+   when configured), send through the SMTP pool, and record each acceptance in the
    ledger the moment the server gives it. Delivery records are written per chunk.
 5. 5xx for a recipient → bounced, never retried. 4xx and connection errors → the claim is
    released and, at the end, the job fails with ``TransientSendError`` so BullMQ retries
@@ -48,6 +49,7 @@ from ..errors import DeliveryError, JobValidationError
 from ..jobs import EmailJobData, Recipient, validate_job
 from ..keyspace import SMTP_BREAKER
 from ..services.circuit import CircuitBreaker
+from ..services.dkim import DkimSigner
 from ..services.links import Links
 from ..services.ratelimit import SendRateLimiter
 from ..services.render import (
@@ -150,6 +152,10 @@ class EmailProcessor:
         wake: moves a parked batch (by job id) back to wait — what ``resume`` does to the
             campaign's delayed batches; lets a batch that parked while its campaign was
             being resumed wake itself (``campaigns.manage.wake_batch``).
+
+    Raises:
+        DkimKeyError: a DKIM key in ``settings`` cannot be used (they are parsed here,
+            once per process).
     """
 
     _last_outage_warning = float("-inf")  # shared: one warning per outage per process
@@ -188,6 +194,7 @@ class EmailProcessor:
         # A claim lives as long as the job's lock: if the worker dies, both expire.
         self.claim_ttl_ms = settings.queue_config("email").lock_duration_ms
         self._compiled: dict[tuple[str, str], CompiledCampaign] = {}
+        self.signer = DkimSigner.from_settings(settings)
         # Accepted by the SMTP server, not yet in the ledger (Redis was unreachable): a
         # re-run in this process must not claim these again.
         self._unrecorded: set[tuple[str, str]] = set()
@@ -417,6 +424,8 @@ class EmailProcessor:
 
         try:
             mid, message = campaign.render(recipient)
+            if self.signer is not None:
+                message = self.signer.sign(data.tenant_id, message)
         except RenderError as exc:
             return outcome("failed", smtp_response=str(exc))
         try:

@@ -5,9 +5,10 @@ over real SMTP without reaching anyone. It keeps:
 
 - exact delivery counts per recipient (tests and ``bench/email.py`` count duplicates
   and missing recipients at the sink, not in the sender);
-- the most recent messages in memory, and, when given a Redis client, in a capped
-  Redis list (``{prefix}:devmail``) so the dev API and dashboard in any process can show
-  the captured mail;
+- the most recent messages in memory (with the bytes as received, which DKIM checks
+  need), and, when given a Redis client, in a capped Redis list (``{prefix}:devmail``,
+  without the bytes) so the dev API and dashboard in any process can show the captured
+  mail;
 - optional failure rules for tests: answer ``451`` (transient) for a while, or ``550``
   (permanent) for chosen recipients.
 
@@ -65,9 +66,13 @@ class CapturedMessage:
     headers: dict[str, str]
     text: str
     html: str
+    raw: bytes = field(default=b"", repr=False)  # as received (DKIM checks need it)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON-able fields (the raw bytes left out)."""
+        fields = asdict(self)
+        del fields["raw"]
+        return fields
 
 
 @dataclass
@@ -168,6 +173,7 @@ class SinkHandler:
             headers={k: _decoded(v) for k, v in message.items()},
             text=text[:_PREVIEW_CHARS],
             html=html[:_PREVIEW_CHARS],
+            raw=raw,
         )
         for rcpt in captured.rcpt_tos:
             self.counts[rcpt] += 1
