@@ -12,21 +12,21 @@ campaign's ``send_at`` is that instant in UTC). Hostile subjects, ids and rows s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from newsletter_queue.config import Settings
 from newsletter_queue.errors import CampaignNotFoundError
 from newsletter_queue.launch import WorkerServices
 from newsletter_queue.manager import QueueManager
 from newsletter_queue.services.sink import SmtpSink
-from newsletter_queue.system import System
-from tests.browser.test_dashboard import CHROMIUM, EXPECT_TIMEOUT_MS, LAUNCH_ARGS, serve
+from tests.browser.campaign_fixtures import page, server, services, sink
+from tests.browser.test_dashboard import CHROMIUM
 from tests.integration.email.test_campaigns_managed import _finished
+
+__all__ = ["page", "server", "services", "sink"]  # the fixtures
 
 pytestmark = [pytest.mark.skipif(not CHROMIUM.exists(),
                                  reason="Chromium is not installed at /usr/bin/chromium"),
@@ -49,54 +49,6 @@ CSV = ("email,name,city\n"
        "ANN@Example.com,Ann again,Oslo\n"
        "dee@example.com,Dee,Kyiv\n")
 GOOD = ["ann@example.com", "bob@example.com", "cid@example.com", "dee@example.com"]
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[SmtpSink]:
-    async with SmtpSink() as running:
-        yield running
-
-
-@pytest.fixture
-async def services(settings: Settings, sink: SmtpSink) -> AsyncIterator[WorkerServices]:
-    fast = settings.model_copy(update={"emails_per_second": 100_000,
-                                       "emails_per_second_per_tenant": 100_000})
-    system = System(fast, shutdown_timeout=10)
-    opened = await WorkerServices(fast, smtp_url=sink.url).open()
-    workers = system.start_workers(opened.registry(), ["email", "analytics"])
-    opened.attach_hooks(workers)
-    system.close_later(opened.close)
-    yield opened
-    await system.stop()
-
-
-@pytest.fixture
-async def server(settings: Settings, manager: QueueManager) -> AsyncIterator[str]:
-    async with serve(settings, manager) as url:
-        yield url
-
-
-@pytest.fixture
-async def page() -> AsyncIterator[Any]:
-    """A Chromium page in the ``ZONE`` time zone; script errors fail the test."""
-    from playwright.async_api import async_playwright, expect
-
-    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                           args=LAUNCH_ARGS)
-        try:
-            tab = await browser.new_page(viewport={"width": 1280, "height": 900},
-                                         timezone_id=ZONE)
-            errors: list[str] = []
-            tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            tab.on("pageerror", lambda e: errors.append(str(e)))
-            yield tab
-            # A refused fetch (4xx) logs "status of 4…"; any script error would fail here.
-            assert [e for e in errors if "status of 4" not in e] == []
-            assert await tab.evaluate("window.__pwned") is None
-        finally:
-            await browser.close()
 
 
 async def _fill_and_save(page: Any, campaign: str, **content: str) -> Any:

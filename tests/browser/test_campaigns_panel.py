@@ -10,18 +10,16 @@ the page (accepting its confirmation) and checked in Redis and at the sink.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from newsletter_queue.campaigns import CampaignStatus
-from newsletter_queue.config import Settings
 from newsletter_queue.launch import WorkerServices
 from newsletter_queue.manager import QueueManager
 from newsletter_queue.services.sink import SmtpSink
-from newsletter_queue.system import System
-from tests.browser.test_dashboard import CHROMIUM, EXPECT_TIMEOUT_MS, LAUNCH_ARGS, serve
+from tests.browser.campaign_fixtures import page, server, services, sink
+from tests.browser.test_dashboard import CHROMIUM
 from tests.integration.email.test_campaigns_managed import (
     ALL,
     HeldSink,
@@ -31,55 +29,11 @@ from tests.integration.email.test_campaigns_managed import (
 )
 from tests.support.helpers import wait_for
 
+__all__ = ["page", "server", "services", "sink"]  # the fixtures
+
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason="Chromium is not installed at /usr/bin/chromium")
 NUMBERS = ("total", "sent", "bounced", "failed", "pending")
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[SmtpSink]:
-    async with SmtpSink() as running:
-        yield running
-
-
-@pytest.fixture
-async def services(settings: Settings, sink: SmtpSink) -> AsyncIterator[WorkerServices]:
-    fast = settings.model_copy(update={"emails_per_second": 100_000,
-                                       "emails_per_second_per_tenant": 100_000})
-    system = System(fast, shutdown_timeout=10)
-    opened = await WorkerServices(fast, smtp_url=sink.url).open()
-    workers = system.start_workers(opened.registry(), ["email", "analytics"])
-    opened.attach_hooks(workers)
-    system.close_later(opened.close)
-    yield opened
-    await system.stop()
-
-
-@pytest.fixture
-async def server(settings: Settings, manager: QueueManager) -> AsyncIterator[str]:
-    async with serve(settings, manager) as url:
-        yield url
-
-
-@pytest.fixture
-async def page() -> AsyncIterator[Any]:
-    """A Chromium page; script errors fail the test."""
-    from playwright.async_api import async_playwright, expect
-
-    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                           args=LAUNCH_ARGS)
-        try:
-            tab = await browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            tab.on("pageerror", lambda e: errors.append(str(e)))
-            yield tab
-            # A 409/404 fetch logs nothing; any script error would.
-            assert [e for e in errors if "status of 4" not in e] == []
-        finally:
-            await browser.close()
 
 
 async def _page_numbers(page: Any, campaign: str) -> dict[str, str]:

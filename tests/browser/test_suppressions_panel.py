@@ -13,19 +13,19 @@ events gone). Hostile addresses, reasons and tenants stay text: nothing on the p
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
 
-from newsletter_queue.config import Settings
 from newsletter_queue.launch import WorkerServices
 from newsletter_queue.manager import QueueManager
 from newsletter_queue.services.sink import SmtpSink
-from newsletter_queue.system import System
-from tests.browser.test_dashboard import CHROMIUM, EXPECT_TIMEOUT_MS, LAUNCH_ARGS, serve
+from tests.browser.campaign_fixtures import page, server, services, sink
+from tests.browser.test_dashboard import CHROMIUM
 from tests.integration.email.test_campaigns_managed import _finished
+
+__all__ = ["page", "server", "services", "sink"]  # the fixtures
 
 pytestmark = [pytest.mark.skipif(not CHROMIUM.exists(),
                                  reason="Chromium is not installed at /usr/bin/chromium"),
@@ -42,53 +42,6 @@ CSV = ("email,name\n"
        "cid@example.com,Cid\n"
        "BOB@Example.com,Bob again\n")
 ADDRESS_CELLS = "#sup-table tbody td.addr"
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[SmtpSink]:
-    async with SmtpSink() as running:
-        yield running
-
-
-@pytest.fixture
-async def services(settings: Settings, sink: SmtpSink) -> AsyncIterator[WorkerServices]:
-    fast = settings.model_copy(update={"emails_per_second": 100_000,
-                                       "emails_per_second_per_tenant": 100_000})
-    system = System(fast, shutdown_timeout=10)
-    opened = await WorkerServices(fast, smtp_url=sink.url).open()
-    workers = system.start_workers(opened.registry(), ["email", "analytics"])
-    opened.attach_hooks(workers)
-    system.close_later(opened.close)
-    yield opened
-    await system.stop()
-
-
-@pytest.fixture
-async def server(settings: Settings, manager: QueueManager) -> AsyncIterator[str]:
-    async with serve(settings, manager) as url:
-        yield url
-
-
-@pytest.fixture
-async def page() -> AsyncIterator[Any]:
-    """A Chromium page; script errors, and any hostile string that ran, fail the test."""
-    from playwright.async_api import async_playwright, expect
-
-    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                           args=LAUNCH_ARGS)
-        try:
-            tab = await browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            tab.on("pageerror", lambda e: errors.append(str(e)))
-            yield tab
-            # A refused fetch (4xx) logs "status of 4…"; any script error would fail here.
-            assert [e for e in errors if "status of 4" not in e] == []
-            assert await tab.evaluate("window.__pwned") is None
-        finally:
-            await browser.close()
 
 
 async def _listed(manager: QueueManager) -> dict[str | None, str]:
