@@ -108,12 +108,17 @@ class QueueManager(QueueBackend):
         report) for the ``inbound-message`` job. A message over ``INBOUND_MAX_BYTES`` is
         cut to it. The job id is the message's hash, so the same message handed over
         twice (an MTA retrying its pipe) is one job while that job is kept; completed
-        ones are kept an hour at most (they carry the whole message)."""
+        ones are kept an hour at most (they carry the whole message).
+
+        Raises:
+            JobValidationError: ``rcpt`` holds a line break or NUL, or is too long.
+        """
         truncated = len(raw) > INBOUND_MAX_BYTES
         kept = raw[:INBOUND_MAX_BYTES]
         digest = hashlib.sha256(kept + b"\0" + (rcpt or "").encode()).hexdigest()[:32]
-        data = InboundMessageData(message=base64.b64encode(kept).decode("ascii"),
-                                  rcpt=rcpt or None, truncated=truncated)
+        data = validate_job(InboundMessageData, {  # a bad rcpt: JobValidationError (422)
+            "message": base64.b64encode(kept).decode("ascii"), "rcpt": rcpt or None,
+            "truncated": truncated}, self.settings.job_limits)
         return await self.schedule_analytics_job(
             ANALYTICS_INBOUND_MESSAGE, data,
             {"job_id": f"inbound-{digest}",
