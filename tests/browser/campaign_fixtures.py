@@ -19,7 +19,7 @@ from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.system import System
 from tests.browser.test_dashboard import CHROMIUM, EXPECT_TIMEOUT_MS, LAUNCH_ARGS, serve
 
-__all__ = ["page", "server", "services", "sink"]
+__all__ = ["browser_timezone", "page", "server", "services", "sink"]
 
 
 @pytest.fixture
@@ -49,8 +49,16 @@ async def server(settings: Settings, manager: QueueManager) -> AsyncIterator[str
 
 
 @pytest.fixture
-async def page() -> AsyncIterator[Any]:
-    """A Chromium page; script errors, and any hostile string that ran, fail the test."""
+def browser_timezone() -> str | None:
+    """The page's time zone (``None``: the machine's); a module overrides this fixture
+    to test local times."""
+    return None
+
+
+@pytest.fixture
+async def page(browser_timezone: str | None) -> AsyncIterator[Any]:
+    """A Chromium page (in ``browser_timezone``); script errors, and any hostile string
+    that ran, fail the test."""
     from playwright.async_api import async_playwright, expect
 
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
@@ -58,7 +66,8 @@ async def page() -> AsyncIterator[Any]:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                            args=LAUNCH_ARGS)
         try:
-            tab = await browser.new_page(viewport={"width": 1280, "height": 900})
+            tab = await browser.new_page(viewport={"width": 1280, "height": 900},
+                                         timezone_id=browser_timezone)
             errors: list[str] = []
             tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             tab.on("pageerror", lambda e: errors.append(str(e)))

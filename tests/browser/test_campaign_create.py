@@ -33,6 +33,13 @@ pytestmark = [pytest.mark.skipif(not CHROMIUM.exists(),
               pytest.mark.timeout(300)]
 # A zone with a half-hour offset: a send-at read as UTC, or off by a whole hour, shows.
 ZONE = "America/St_Johns"
+
+
+@pytest.fixture
+def browser_timezone() -> str:
+    """This module's pages run half an hour off UTC-whole hours: a send-at typed in local
+    time must reach the API as that instant in UTC."""
+    return ZONE
 HOSTILE = '<img src=x onerror="window.__pwned=1">'
 CONTENT = {"subject": f"{HOSTILE}Hi {{{{ name }}}}", "from_addr": "News <news@example.com>",
            "reply_to": "desk@example.com", "html": "<p>Hello {{ name }}</p>",
