@@ -18,7 +18,7 @@ from newsletter_queue.campaigns import CampaignStatus
 from newsletter_queue.launch import WorkerServices
 from newsletter_queue.manager import QueueManager
 from newsletter_queue.services.sink import SmtpSink
-from tests.browser.campaign_fixtures import page, server, services, sink
+from tests.browser.campaign_fixtures import browser_timezone, page, server, services, sink
 from tests.browser.test_dashboard import CHROMIUM
 from tests.integration.email.test_campaigns_managed import (
     ALL,
@@ -29,7 +29,7 @@ from tests.integration.email.test_campaigns_managed import (
 )
 from tests.support.helpers import wait_for
 
-__all__ = ["page", "server", "services", "sink"]  # the fixtures
+__all__ = ["browser_timezone", "page", "server", "services", "sink"]  # the fixtures
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason="Chromium is not installed at /usr/bin/chromium")
