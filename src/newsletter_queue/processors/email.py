@@ -35,8 +35,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -45,7 +44,7 @@ from ..campaigns import CampaignControl, CampaignLifecycle
 from ..config import Settings
 from ..connection import AnyRedis
 from ..engine.errors import DelayedError, RateLimited, UnrecoverableError
-from ..errors import DeliveryError, JobValidationError
+from ..errors import JobValidationError
 from ..jobs import EmailJobData, Recipient, validate_job
 from ..keyspace import SMTP_BREAKER
 from ..services.circuit import CircuitBreaker
@@ -62,6 +61,19 @@ from ..services.render import (
 from ..services.send_ledger import CampaignLedger, Claim
 from ..services.smtp import SmtpPermanentError, SmtpTransientError
 from ..services.verp import BounceAddresses
+from .email_types import (  # re-exported: the processor's public types
+    BatchResult,
+    CampaignSource,
+    Delivery,
+    DeliveryRecorder,
+    MailTransport,
+    SuppressionSource,
+    TransientSendError,
+)
+
+__all__ = ["PAUSE_RECHECK_MS", "BatchResult", "CampaignSource", "Delivery",
+           "DeliveryRecorder", "EmailProcessor", "MailTransport", "SuppressionSource",
+           "TransientSendError"]
 
 log = logging.getLogger(__name__)
 
@@ -69,66 +81,6 @@ _MAX_INLINE_WAIT_MS = 1000  # per job, across its chunks
 PAUSE_RECHECK_MS = 15_000  # a parked batch of a paused campaign looks again after this
 _OUTAGE_WARNING_EVERY_S = 30.0
 
-
-class MailTransport(Protocol):
-    """Anything that sends one message to one recipient (``SmtpPool`` does)."""
-
-    async def send(self, sender: str, recipient: str, message: bytes) -> str: ...
-
-
-class CampaignSource(Protocol):
-    """Where stored campaign content comes from (the records store)."""
-
-    async def get_content(self, tenant_id: str, campaign_id: str) -> Content | None: ...
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """The outcome for one recipient of one attempt."""
-
-    tenant_id: str
-    campaign_id: str
-    email: str
-    status: str  # sent | bounced | failed | suppressed (| deferred, never recorded)
-    attempt: int
-    message_id: str | None = None
-    smtp_code: int | None = None
-    smtp_response: str | None = None
-
-
-class SuppressionSource(Protocol):
-    """The tenant's suppression list (the records store): which addresses not to mail."""
-
-    async def suppressed(self, tenant_id: str, emails: Sequence[str]) -> set[str]: ...
-
-
-class DeliveryRecorder(Protocol):
-    async def record(self, deliveries: Sequence[Delivery], *,
-                     only_missing: bool = False) -> None: ...
-
-
-class TransientSendError(DeliveryError):
-    """Some recipients could not be sent this time; the job is retried for them."""
-
-
-@dataclass
-class BatchResult:
-    sent: int = 0
-    bounced: int = 0
-    failed: int = 0
-    suppressed: int = 0
-    skipped: int = 0
-    deferred: int = 0
-    reclaimed: int = 0
-    busy: int = 0
-    busy_ms: int = 0
-    last_transient: str = ""
-    errors: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"sent": self.sent, "bounced": self.bounced, "failed": self.failed,
-                "suppressed": self.suppressed, "skipped": self.skipped, "deferred": self.deferred,
-                "reclaimed": self.reclaimed, "errors": self.errors[:20]}
 
 
 async def _or_empty(lookup: Awaitable[set[str]] | None) -> set[str]:
