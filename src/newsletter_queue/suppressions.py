@@ -1,8 +1,8 @@
 """``Suppressions``: the addresses a tenant's campaigns never mail again.
 
 Handed out by ``QueueManager.suppressions``; the list lives in the records store
-(``services.store.suppressions``). The email processor consults it once per chunk of a
-stored campaign's recipients and records a listed address's delivery as *suppressed*
+(``services.store.suppressions``). The email processor consults it once per batch job of
+a stored campaign's recipients and records a listed address's delivery as *suppressed*
 (counted in the campaign's status and stats, never sent, never retried). Entries arrive
 by themselves — a one-click unsubscribe, a hard bounce, a complaint — or are managed
 here, from the HTTP API and from the CLI::

@@ -11,7 +11,8 @@ For each batch (``EmailJobData``):
 4. Send in chunks. Per chunk: take tokens from the shared per-second limits (global and
    tenant; a long wait parks the job in *delayed* instead of holding a worker slot),
    claim the recipients in the campaign ledger (recipients already sent or bounced are
-   skipped), render, DKIM-sign (``services.dkim``: the tenant's key or the global one,
+   skipped), leave out those on the tenant's suppression list (asked once per batch,
+   alongside the first claim; recorded *suppressed*), render, DKIM-sign (``services.dkim``: the tenant's key or the global one,
    when configured), send through the SMTP pool, and record each acceptance in the
    ledger the moment the server gives it. Delivery records are written per chunk.
 5. 5xx for a recipient → bounced, never retried. 4xx and connection errors → the claim is
@@ -99,8 +100,8 @@ class EmailProcessor:
         lifecycle: counts completed batches towards their campaign and completes it
             (by default with ``redis``, recording completion without enqueuing).
         breaker: the shared SMTP circuit breaker.
-        suppressions: the tenant's suppression list, asked once per chunk of a stored
-            campaign (transactional mail with inline content is not suppressed).
+        suppressions: the tenant's suppression list, asked once per batch job of a
+            stored campaign (transactional mail with inline content is not suppressed).
         wake: moves a parked batch (by job id) back to wait — what ``resume`` does to the
             campaign's delayed batches; lets a batch that parked while its campaign was
             being resumed wake itself (``campaigns.manage.wake_batch``).
@@ -176,25 +177,32 @@ class EmailProcessor:
         recipients = data.recipients
         total = len(recipients)
         started = time.monotonic()
-        for start in range(0, total, self.chunk_size):
-            # The campaign's state, once per chunk: paused parks the job, cancelled ends it.
-            if start and control is not None and await self._stopped(job, control, result):
-                return await self._cancelled(job, data, result)
-            chunk = recipients[start:start + self.chunk_size]
-            before = (result.sent, result.bounced, result.failed, result.suppressed)
-            try:
-                opened_ms = await self._send_chunk(job, data, campaign, ledger, token,
-                                                   chunk, result, started)
-            finally:
-                if control is not None:
-                    await control.record_chunk(result.sent - before[0],
-                                               result.bounced - before[1],
-                                               result.failed - before[2],
-                                               result.suppressed - before[3])
-            await job.update_progress({"done": min(start + len(chunk), total),
-                                       "total": total, "sent": result.sent})
-            if opened_ms:
-                raise RateLimited(opened_ms)
+        listed = self._lookup_suppressed(data)
+        try:
+            for start in range(0, total, self.chunk_size):
+                # The campaign's state, once per chunk: paused parks the job, cancelled
+                # ends it.
+                if start and control is not None and await self._stopped(job, control,
+                                                                         result):
+                    return await self._cancelled(job, data, result)
+                chunk = recipients[start:start + self.chunk_size]
+                before = (result.sent, result.bounced, result.failed, result.suppressed)
+                try:
+                    opened_ms = await self._send_chunk(job, data, campaign, ledger, token,
+                                                       chunk, listed, result, started)
+                finally:
+                    if control is not None:
+                        await control.record_chunk(result.sent - before[0],
+                                                   result.bounced - before[1],
+                                                   result.failed - before[2],
+                                                   result.suppressed - before[3])
+                await job.update_progress({"done": min(start + len(chunk), total),
+                                           "total": total, "sent": result.sent})
+                if opened_ms:
+                    raise RateLimited(opened_ms)
+        finally:
+            if listed is not None and not listed.done():
+                listed.cancel()
 
         if result.deferred == 0 and result.busy:
             await job.move_to_delayed(int(time.time() * 1000) + result.busy_ms + 50)
@@ -259,10 +267,19 @@ class EmailProcessor:
             self._compiled[key] = compiled
         return compiled
 
+    def _lookup_suppressed(self, data: EmailJobData) -> asyncio.Task[set[str]] | None:
+        """Ask the suppression list about the whole batch: one store query per job, not
+        per chunk (the first chunk awaits it alongside its ledger claim). ``None`` for
+        transactional mail with inline content, which is not suppressed."""
+        if self.suppressions is None or data.content is not None or not data.recipients:
+            return None
+        return asyncio.ensure_future(self.suppressions.suppressed(
+            data.tenant_id, [r.email for r in data.recipients]))
+
     async def _send_chunk(
         self, job: Any, data: EmailJobData, campaign: CompiledCampaign,
-        ledger: CampaignLedger, token: str, chunk: Sequence[Recipient], result: BatchResult,
-        started: float,
+        ledger: CampaignLedger, token: str, chunk: Sequence[Recipient],
+        listed: Awaitable[set[str]] | None, result: BatchResult, started: float,
     ) -> int:
         """Send one chunk. Returns the breaker's open time in ms if it opened, else 0.
 
@@ -277,9 +294,7 @@ class EmailProcessor:
                 result.busy_ms = max(result.busy_ms, 500)
                 chunk = [r for r in chunk if (ledger.key, r.email) not in self._unrecorded]
         emails = [r.email for r in chunk]
-        # The suppression lookup (the store) overlaps the claim (Redis): one of each.
-        listed = self.suppressions.suppressed(data.tenant_id, emails) \
-            if self.suppressions is not None and data.content is None and emails else None
+        # The batch's suppression lookup (the store) overlaps the first claim (Redis).
         claims, blocked = await asyncio.gather(ledger.claim(token, emails),
                                                _or_empty(listed))
         attempt = job.attempts_made + 1
@@ -357,7 +372,7 @@ class EmailProcessor:
                          attempt: int, result: BatchResult, deliveries: list[Delivery]
                          ) -> list[Recipient]:
         """The claimed recipients on the suppression list (``blocked``, one lookup for the
-        chunk) are recorded *suppressed* — settled in the ledger like a bounce: never
+        batch) are recorded *suppressed* — settled in the ledger like a bounce: never
         retried — and left out."""
         for recipient in to_send:
             if recipient.email in blocked:

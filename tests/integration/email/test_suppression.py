@@ -4,12 +4,15 @@ transactional mail is not suppressed; an erased address stays suppressed."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from newsletter_queue import JobValidationError
 from newsletter_queue.campaigns.recipients import rows_from_csv
 from newsletter_queue.launch import WorkerServices
 from newsletter_queue.manager import QueueManager
+from newsletter_queue.processors.email import SuppressionSource
 from newsletter_queue.services.sink import SmtpSink
 from tests.integration.email.test_campaigns_managed import _finished, services
 from tests.support.helpers import wait_for_sink_total
@@ -21,16 +24,33 @@ pytestmark = BOTH_STORES  # each test on SQLite and on PostgreSQL
 READERS = [f"reader{i}@example.com" for i in range(60)]
 
 
+class CountedLookups:
+    """The store's suppression list as the processor sees it, with each lookup's size."""
+
+    def __init__(self, source: SuppressionSource) -> None:
+        self.source = source
+        self.sizes: list[int] = []
+
+    async def suppressed(self, tenant_id: str, emails: Sequence[str]) -> set[str]:
+        self.sizes.append(len(emails))
+        return await self.source.suppressed(tenant_id, emails)
+
+
 @pytest.mark.timeout(180)
 async def test_a_suppressed_address_is_skipped_and_counted(
         services: WorkerServices, manager: QueueManager, sink: SmtpSink) -> None:
     assert await manager.suppressions.add("t1", ["READER7@example.com", "gone@example.com"]
                                           ) == 2
+    assert services.email is not None and services.email.suppressions is not None
+    lookups = CountedLookups(services.email.suppressions)
+    services.email.suppressions = lookups
     await manager.campaigns.save("t1", "june", subject="S", text="Hi {{ name }}")
     result = await manager.campaigns.send("t1", "june", [{"email": e} for e in READERS],
                                           batch_size=25)
     assert result.recipients == len(READERS)
     done = await _finished(manager, "june")
+    # One lookup per batch job (25 + 25 + 10 recipients), not one per chunk of 20.
+    assert sorted(lookups.sizes) == [10, 25, 25]
     assert "reader7@example.com" not in sink.handler.counts
     assert sorted(sink.handler.counts) == sorted(e for e in READERS if e != READERS[7])
     assert (done.sent, done.suppressed, done.pending) == (len(READERS) - 1, 1, 0)

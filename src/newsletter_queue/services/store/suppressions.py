@@ -5,7 +5,7 @@ A tenant's suppression list holds every address its campaigns must never mail ag
 unsubscribed, hard-bounced, complained, or added by hand. Entries are keyed by
 ``records.address_hash`` (so a lookup never compares raw text case by case, and an erased
 address stays suppressed by its hash alone). The email processor asks ``suppressed`` once
-per chunk of recipients — one indexed ``IN`` query on (tenant, hash).
+per batch job of recipients — one indexed ``IN`` query on (tenant, hash).
 
 An address is suppressed once: adding it again keeps the first entry (its reason and
 campaign say why it was suppressed first).
