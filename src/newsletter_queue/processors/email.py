@@ -12,9 +12,10 @@ For each batch (``EmailJobData``):
    tenant; a long wait parks the job in *delayed* instead of holding a worker slot),
    claim the recipients in the campaign ledger (recipients already sent or bounced are
    skipped), leave out those on the tenant's suppression list (asked once per batch,
-   alongside the first claim; recorded *suppressed*), render, DKIM-sign (``services.dkim``: the tenant's key or the global one,
-   when configured), send through the SMTP pool, and record each acceptance in the
-   ledger the moment the server gives it. Delivery records are written per chunk.
+   alongside the first claim; recorded *suppressed*), render, DKIM-sign
+   (``services.dkim``: the tenant's key or the global one, when configured), send
+   through the SMTP pool, and record each acceptance in the ledger the moment the
+   server gives it. Delivery records are written per chunk.
 5. 5xx for a recipient → bounced, never retried. 4xx and connection errors → the claim is
    released and, at the end, the job fails with ``TransientSendError`` so BullMQ retries
    it with backoff; the next attempt sends only to the recipients still unsent. After

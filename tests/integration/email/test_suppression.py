@@ -41,7 +41,8 @@ async def test_a_suppressed_address_is_skipped_and_counted(
         services: WorkerServices, manager: QueueManager, sink: SmtpSink) -> None:
     assert await manager.suppressions.add("t1", ["READER7@example.com", "gone@example.com"]
                                           ) == 2
-    assert services.email is not None and services.email.suppressions is not None
+    assert services.email is not None
+    assert services.email.suppressions is not None
     lookups = CountedLookups(services.email.suppressions)
     services.email.suppressions = lookups
     await manager.campaigns.save("t1", "june", subject="S", text="Hi {{ name }}")
