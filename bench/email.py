@@ -1,23 +1,42 @@
-"""Benchmark: one campaign into the local SMTP sink with one worker process.
+"""Benchmark: the email path against its own transport, side by side in one run.
 
-    python bench/email.py [--recipients 20000] [--batch-size 100]
+    python bench/email.py [--recipients 20000] [--processes 1] [--rounds 2]
+                          [--sink auto|smtp-sink|dev] [--batch-size 100]
     python bench/email.py --suppression-effect [--listed 100000] [--rounds 2]
 
-The dev SMTP sink runs in its own process (``python -m newsletter_queue.services.sink``)
-and counts what it accepts per recipient; this process runs the email and analytics
-workers (queue concurrency from the settings) against REDIS_URL or the server the
-project would pick, under a throw-away key prefix and a temporary SQLite store. Timing
-runs from the moment the workers start until the ledger shows every recipient sent.
+Two kinds of run, interleaved ``--rounds`` times, each into a fresh SMTP sink:
 
-Prints progress on stderr and, as its last stdout line, one JSON object:
-``{"recipients": N, "delivered": N, "duplicates": D, "missing": M, "seconds": S,
-"emails_per_s": E}`` — delivered, duplicates and missing are counted at the sink.
+- **ceiling** — the transport alone: ``--processes`` processes, each with the SMTP pool the
+  workers use (aiosmtplib, ``smtp_pool_size`` sessions), send their share of the same
+  campaign's messages, rendered before the clock starts. Nothing else runs.
+- **path** — the full email path: ``--processes`` worker processes (the email queue's
+  processor, its concurrency from the settings) send the campaign: validate, suppression
+  check, claim, render, sign when configured, send, record. Timed from the enqueue until
+  the ledger shows every recipient sent, after a warm-up campaign has gone through the
+  same workers (sessions open, templates compiled).
 
-``--suppression-effect`` measures what the suppression check costs: runs with the
-check switched off and runs with it on against a list of ``--listed`` other addresses of
-the tenant (none of them a recipient, so both send the same mail), interleaved
-``--rounds`` times, and prints ``{"without": [emails/s…], "with": […], "ratio": R}`` —
-``ratio`` is the median with the check over the median without it (1.0 = free).
+The sink is Postfix's ``smtp-sink`` (C, one process; Debian's ``postfix`` package, which
+this script installs when it is missing and it runs as root with apt-get, keeping the
+service stopped), so that it is not the limit; ``--sink dev`` uses the project's own
+sink (``python -m newsletter_queue.services.sink``, slower). With ``smtp-sink`` the
+sink counts messages (``-c``): *duplicates* are the messages it got beyond one per
+recipient and *missing* are the recipients the ledger does not show sent. With the dev
+sink both are counted per recipient at the sink.
+
+Redis is REDIS_URL or the server the project would pick; each run has its own key prefix
+and a temporary SQLite store, deleted afterwards. Progress goes to stderr; the last
+stdout line is one JSON object::
+
+    {"processes": 1, "sink": "smtp-sink", "ceiling": [msgs/s…], "path": [emails/s…],
+     "ratio": R, "duplicates": 0, "missing": 0, ...}
+
+``ratio`` is the median path rate over the median ceiling rate (1.0: the path costs
+nothing beyond its transport).
+
+``--suppression-effect`` measures the suppression check instead: path runs with the check
+off and with it on against ``--listed`` other addresses of the tenant (none a recipient,
+so both send the same mail), interleaved, and prints ``{"without": […], "with": […],
+"ratio": R}`` (the median with the check over the median without it; 1.0 = free).
 """
 
 from __future__ import annotations
@@ -33,127 +52,423 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from newsletter_queue import QueueManager, load_settings
-from newsletter_queue.connection import delete_prefix
+from newsletter_queue.config import Settings
+from newsletter_queue.connection import delete_prefix, resolve_redis_url
+from newsletter_queue.jobs import Recipient
 from newsletter_queue.launch import WorkerServices
+from newsletter_queue.services.links import Links
+from newsletter_queue.services.render import CompiledCampaign, Content
 from newsletter_queue.services.send_ledger import CampaignLedger
+from newsletter_queue.services.smtp import SmtpPool
 from newsletter_queue.services.store import CampaignRecord
 from newsletter_queue.system import System
 
+TENANT = "bench"
+CONTENT = Content(
+    subject="Issue #1 for {{ name }}",
+    html="<h1>Hello {{ name }}</h1><p>Plan: {{ personalizations.plan }}</p>"
+         + "<p>This week's long read, in a paragraph of filler text.</p>" * 20,
+    text="Hello {{ name }}, plan {{ personalizations.plan }}\n"
+         + "This week's long read, in a paragraph of filler text.\n" * 10,
+    from_addr="Bench <bench@example.com>")
+WARMUP_PER_PROCESS = 300
 
-def _start_sink(stats_file: Path) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "newsletter_queue.services.sink", "--port", "0",
-         "--stats-file", str(stats_file)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    port = int(json.loads(proc.stdout.readline())["port"])
-    return proc, port
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
-async def run(recipients: int, batch_size: int, timeout_s: float,
-              listed: int | None = 0) -> dict[str, float | int]:
-    """One campaign; ``listed`` addresses (not recipients) on the tenant's suppression list
-    first, or ``None``: the suppression check switched off."""
-    workdir = Path(tempfile.mkdtemp(prefix="nlq-bench-email-"))
-    stats_file = workdir / "sink.json"
-    sink, port = _start_sink(stats_file)
-    prefix = f"nlqbench-{uuid.uuid4().hex[:8]}"
-    settings = load_settings(key_prefix=prefix, state_dir=workdir,
-                             emails_per_second=1_000_000,
-                             emails_per_second_per_tenant=1_000_000)
-    services = await WorkerServices(settings, smtp_url=f"smtp://127.0.0.1:{port}").open()
-    manager = QueueManager(settings)
+def _rows(campaign: str, count: int) -> list[dict[str, Any]]:
+    return [{"email": f"{campaign}-user{i}@example.com", "name": f"User {i}",
+             "personalizations": {"plan": "pro" if i % 2 else "free"}} for i in range(count)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- sinks ---------------------------------------------------------------------------------
+def find_smtp_sink(install: bool) -> str | None:
+    """Postfix's ``smtp-sink``; installed from Debian's packages (service kept stopped)
+    when missing, if ``install`` and this process may."""
+    for candidate in (shutil.which("smtp-sink"), "/usr/sbin/smtp-sink"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    if not install or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return None
+    _log("installing Debian's postfix for smtp-sink (its service is not started)")
+    guard = Path("/usr/sbin/policy-rc.d")
+    placed = not guard.exists()
+    if placed:  # tells the package scripts not to start services
+        guard.write_text("#!/bin/sh\nexit 101\n")
+        guard.chmod(0o755)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        subprocess.run(["debconf-set-selections"], input=(
+            "postfix postfix/main_mailer_type select No configuration\n"),
+            text=True, check=False, env=env)
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env,
+                       stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "postfix"], check=False,
+                       env=env, stdout=subprocess.DEVNULL)
+    finally:
+        if placed:
+            guard.unlink(missing_ok=True)
+    return "/usr/sbin/smtp-sink" if os.access("/usr/sbin/smtp-sink", os.X_OK) else None
+
+
+class Sink:
+    """A fresh sink for one run; ``messages()`` is what it accepted so far."""
+
+    def __init__(self, kind: str, binary: str | None, workdir: Path) -> None:
+        self.kind = kind
+        self._count = 0
+        self._lock = threading.Lock()
+        if kind == "smtp-sink":
+            assert binary is not None
+            self.port = _free_port()
+            user = ["-u", "nobody"] if os.geteuid() == 0 else []
+            self.proc = subprocess.Popen(
+                [binary, "-c", *user, f"127.0.0.1:{self.port}", "1024"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            threading.Thread(target=self._read_counter, daemon=True).start()
+            self._wait_listening()
+        else:
+            self.stats_file = workdir / f"sink-{uuid.uuid4().hex[:6]}.json"
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "newsletter_queue.services.sink", "--port", "0",
+                 "--stats-file", str(self.stats_file)], stdout=subprocess.PIPE, text=True)
+            assert self.proc.stdout is not None
+            self.port = int(json.loads(self.proc.stdout.readline())["port"])
+
+    def _read_counter(self) -> None:
+        assert self.proc.stdout is not None
+        buffer = b""
+        while chunk := self.proc.stdout.read1(4096):  # type: ignore[attr-defined]
+            buffer = (buffer + chunk)[-256:]
+            found = re.findall(rb"mesg=(\d+)", buffer)
+            if found:
+                with self._lock:
+                    self._count = int(found[-1])
+
+    def _wait_listening(self) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.02)
+        raise SystemExit(f"smtp-sink did not listen on port {self.port}")
+
+    def counted(self) -> int:
+        """Messages ``smtp-sink`` has counted so far."""
+        with self._lock:
+            return self._count
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def stop(self) -> dict[str, int]:
+        """Stop it; the count of messages (and, from the dev sink, per recipient)."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+        if self.kind == "smtp-sink":
+            return {"": self.counted()}
+        counts: dict[str, int] = json.loads(self.stats_file.read_text())["counts"]
+        return counts
+
+
+# --- the ceiling: the transport alone --------------------------------------------------------
+async def ceiling_role(url: str, campaign: str, start: int, count: int,
+                       settings: Settings) -> None:
+    """One ceiling process: render its share first, open the sessions, wait for ``go`` on
+    stdin, send, print ``{"start": t, "end": t}`` (wall clock)."""
+    compiled = CompiledCampaign(TENANT, campaign, CONTENT, default_from=settings.mail_from,
+                                links=Links.from_settings(settings))
+    rows = _rows(campaign, start + count)[start:]
+    messages = [(r["email"], compiled.render(Recipient.model_validate(r))[1]) for r in rows]
+    pool = SmtpPool(url, size=settings.smtp_pool_size, timeout=settings.smtp_timeout_s)
+    sender = compiled.envelope_for(rows[0]["email"])
+    await asyncio.gather(*(pool.send(sender, "warmup@example.com", messages[0][1])
+                           for _ in range(settings.smtp_pool_size)))
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    began = time.time()
+    in_flight = settings.smtp_pool_size * 12  # like 5 batches' chunks of 20 at once
+    for at in range(0, len(messages), in_flight):
+        await asyncio.gather(*(pool.send(sender, email, message)
+                               for email, message in messages[at:at + in_flight]))
+    print(json.dumps({"start": began, "end": time.time()}), flush=True)
+    await pool.close()
+
+
+def run_ceiling(sink: Sink, processes: int, recipients: int) -> float:
+    campaign = f"ceiling-{uuid.uuid4().hex[:6]}"
+    share = -(-recipients // processes)
+    procs = [_spawn(["--role", "ceiling", "--url", sink.url, "--campaign", campaign,
+                     "--start", str(i * share),
+                     "--count", str(min(share, recipients - i * share))])
+             for i in range(processes)]
+    for proc in procs:
+        _expect(proc, "ready")
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    spans = [json.loads(_line(proc)) for proc in procs]
+    for proc in procs:
+        proc.wait(30)
+    seconds = max(s["end"] for s in spans) - min(s["start"] for s in spans)
+    return recipients / seconds
+
+
+# --- the path: worker processes -----------------------------------------------------------
+async def worker_role(url: str, settings: Settings, suppression_check: bool) -> None:
+    """One worker process: the email queue's processor until SIGTERM."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    services = await WorkerServices(settings, smtp_url=url).open()
     system = System(settings, shutdown_timeout=10)
     try:
-        assert services.store is not None
-        await services.store.upsert_campaign(CampaignRecord(
-            tenant_id="bench", campaign_id="c1", subject="Issue #1 for {{ name }}",
-            html="<h1>Hello {{ name }}</h1><p>Plan: {{ personalizations.plan }}</p>",
-            text="Hello {{ name }}, plan {{ personalizations.plan }}",
-            from_addr="Bench <bench@example.com>"))
-        rows = [{"email": f"user{i}@example.com", "name": f"User {i}",
-                 "personalizations": {"plan": "pro" if i % 2 else "free"}}
-                for i in range(recipients)]
-        if listed:
-            for start in range(0, listed, 10_000):
-                await services.store.suppress("bench", [
-                    f"listed{i}@example.org" for i in range(start, min(start + 10_000, listed))],
-                    "manual")
-        await manager.schedule_batch_email_sending("c1", "bench", rows, batch_size)
-        print(f"enqueued {recipients} recipients; sink on port {port}; Redis {manager.url}",
-              file=sys.stderr)
-        ledger = CampaignLedger(await manager.client(), prefix, "bench", "c1")
-        started = time.perf_counter()
         registry = services.registry()
-        if listed is None:
+        if not suppression_check:
             assert services.email is not None
-            services.email.suppressions = None  # the check switched off
-        workers = system.start_workers(registry, ["email", "analytics"])
-        services.attach_hooks(workers)
-        last = -1
-        while True:
-            counts = await ledger.counts()
-            done = counts.sent + counts.bounced
-            if done >= recipients:
-                break
-            if time.perf_counter() - started > timeout_s:
-                print(f"timed out after {timeout_s}s with {done} sent", file=sys.stderr)
-                break
-            if done // 2000 != last // 2000:
-                print(f"  {done} sent after {time.perf_counter() - started:.1f}s",
-                      file=sys.stderr)
-            last = done
-            await asyncio.sleep(0.05)
-        seconds = time.perf_counter() - started
+            services.email.suppressions = None
+        services.attach_hooks(system.start_workers(registry, ["email"]))
+        print("ready", flush=True)
+        profile = os.environ.get("NLQ_BENCH_PROFILE")  # a file for pyinstrument's text
+        if profile:
+            from pyinstrument import Profiler
+
+            with Profiler(async_mode="disabled") as profiler:
+                await stop.wait()
+            Path(f"{profile}.{os.getpid()}").write_text(profiler.output_text(show_all=False))
+        else:
+            await stop.wait()
     finally:
         await system.stop()
         await services.close()
+
+
+async def run_path(sink: Sink, processes: int, recipients: int, batch_size: int,
+                   workdir: Path, listed: int | None, timeout_s: float) -> dict[str, Any]:
+    """One path run; ``listed`` other addresses on the suppression list first, or ``None``:
+    the check switched off."""
+    prefix = f"nlqbench-{uuid.uuid4().hex[:8]}"
+    env = {"NLQ_KEY_PREFIX": prefix, "NLQ_STATE_DIR": str(workdir / prefix)}
+    settings = _settings(prefix, workdir / prefix)
+    manager = QueueManager(settings)
+    store_services = await WorkerServices(settings, smtp_url=sink.url).open()
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        store = store_services.store
+        assert store is not None
+        for campaign in ("warmup", "c1"):
+            await store.upsert_campaign(CampaignRecord(
+                tenant_id=TENANT, campaign_id=campaign, subject=CONTENT.subject,
+                html=CONTENT.html, text=CONTENT.text, from_addr=CONTENT.from_addr))
+        for start in range(0, listed or 0, 10_000):
+            await store.suppress(TENANT, [f"listed{i}@example.org" for i in
+                                          range(start, min(start + 10_000, listed or 0))],
+                                 "manual")
+        extra = [] if listed is not None else ["--no-suppression-check"]
+        procs = [_spawn(["--role", "worker", "--url", sink.url, *extra], env)
+                 for _ in range(processes)]
+        for proc in procs:
+            _expect(proc, "ready")
+        client = await manager.client()
+        warmup = WARMUP_PER_PROCESS * processes
+        await manager.schedule_batch_email_sending("warmup", TENANT, _rows("warmup", warmup),
+                                                   batch_size)
+        await _until_sent(CampaignLedger(client, prefix, TENANT, "warmup"), warmup, 120)
+        rows = _rows("c1", recipients)
+        started = time.perf_counter()
+        await manager.schedule_batch_email_sending("c1", TENANT, rows, batch_size)
+        sent = await _until_sent(CampaignLedger(client, prefix, TENANT, "c1"), recipients,
+                                 timeout_s)
+        seconds = time.perf_counter() - started
+        await _settle(sink, warmup + recipients)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(60)
+        await store_services.close()
         await delete_prefix(await manager.client(), prefix)
         await manager.close()
-        sink.send_signal(signal.SIGTERM)
-        sink.wait(30)
-    stats = json.loads(stats_file.read_text())
-    counts = stats["counts"]
-    expected = {f"user{i}@example.com" for i in range(recipients)}
-    delivered = sum(1 for e in expected if counts.get(e, 0) >= 1)
-    duplicates = sum(n - 1 for n in counts.values() if n > 1)
-    return {"recipients": recipients, "delivered": delivered, "duplicates": duplicates,
-            "missing": recipients - delivered, "seconds": round(seconds, 3),
-            "emails_per_s": round(delivered / seconds, 1) if seconds else 0.0}
+    return {"rate": round(sent / seconds, 1), "sent": sent, "warmup": warmup,
+            "rows": [r["email"] for r in rows]}
+
+
+async def _until_sent(ledger: CampaignLedger, expected: int, timeout_s: float) -> int:
+    deadline = time.perf_counter() + timeout_s
+    last_said = 0
+    while True:
+        counts = await ledger.counts()
+        if counts.sent + counts.bounced >= expected or time.perf_counter() > deadline:
+            return counts.sent
+        if counts.sent - last_said >= 5000:
+            last_said = counts.sent
+            _log(f"    {counts.sent} sent")
+        await asyncio.sleep(0.01)
+
+
+async def _settle(sink: Sink, expected: int) -> None:
+    """Give the sink a moment to count the last messages (``smtp-sink`` counts at ".")."""
+    if sink.kind != "smtp-sink":
+        return
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if sink.counted() >= expected:
+            return
+        await asyncio.sleep(0.02)
+
+
+# --- processes --------------------------------------------------------------------------------
+def _settings(prefix: str = "nlqbench", state_dir: Path | None = None) -> Settings:
+    """The bench's settings: REDIS_URL as the parent resolved it, no send-rate limits."""
+    return load_settings(key_prefix=prefix, state_dir=state_dir or Path(tempfile.gettempdir()),
+                         emails_per_second=1_000_000, emails_per_second_per_tenant=1_000_000)
+
+
+def _spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, __file__, *args], text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env={**os.environ, **(env or {})})
+
+
+def _line(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit(f"bench process {proc.pid} ended early (exit {proc.wait()})")
+    return line.strip()
+
+
+def _expect(proc: subprocess.Popen[str], word: str) -> None:
+    line = _line(proc)
+    if line != word:
+        raise SystemExit(f"bench process {proc.pid} said {line!r}, not {word!r}")
+
+
+@contextmanager
+def _sink(kind: str, binary: str | None, workdir: Path) -> Iterator[Sink]:
+    sink = Sink(kind, binary, workdir)
+    try:
+        yield sink
+    finally:
+        if sink.proc.poll() is None:
+            sink.stop()
+
+
+def _path_run(args: argparse.Namespace, kind: str, binary: str | None, workdir: Path,
+              listed: int | None) -> dict[str, Any]:
+    with _sink(kind, binary, workdir) as sink:
+        run = asyncio.run(run_path(sink, args.processes, args.recipients, args.batch_size,
+                                   workdir, listed, args.timeout))
+        counts = sink.stop()
+    if kind == "smtp-sink":
+        delivered = counts[""] - run["warmup"]
+        run["duplicates"] = max(delivered - args.recipients, 0)
+        run["missing"] = args.recipients - run["sent"]
+    else:
+        run["duplicates"] = sum(counts.get(e, 0) - 1 for e in run["rows"]
+                                if counts.get(e, 0) > 1)
+        run["missing"] = sum(1 for e in run["rows"] if not counts.get(e))
+    return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipients", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--processes", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--sink", choices=("auto", "smtp-sink", "dev"), default="auto")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--suppression-effect", action="store_true",
-                        help="compare runs without and with the suppression check")
+                        help="compare path runs without and with the suppression check")
     parser.add_argument("--listed", type=int, default=100_000,
                         help="addresses on the suppression list in the runs with the check")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--role", choices=("ceiling", "worker"), help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--campaign", help=argparse.SUPPRESS)
+    parser.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--no-suppression-check", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    if not args.suppression_effect:
-        print(json.dumps(asyncio.run(run(args.recipients, args.batch_size, args.timeout))))
+    if args.role == "ceiling":
+        asyncio.run(ceiling_role(args.url, args.campaign, args.start, args.count,
+                                 _settings()))
         return
-    rates: dict[str, list[float]] = {"without": [], "with": []}
-    for _ in range(args.rounds):
-        for label, listed in (("without", None), ("with", args.listed)):
-            result = asyncio.run(run(args.recipients, args.batch_size, args.timeout, listed))
-            if result["missing"]:
-                raise SystemExit(f"{label}: {result['missing']} recipients missing")
-            rates[label].append(float(result["emails_per_s"]))
-    print(json.dumps({**rates, "listed": args.listed, "recipients": args.recipients,
-                      "ratio": round(statistics.median(rates["with"])
-                                     / statistics.median(rates["without"]), 3)}))
+    if args.role == "worker":
+        asyncio.run(worker_role(args.url, _settings(os.environ["NLQ_KEY_PREFIX"],
+                                                    Path(os.environ["NLQ_STATE_DIR"])),
+                                not args.no_suppression_check))
+        return
+
+    # One Redis for every process of the run (an embedded one, if the project would start
+    # one, is started here and shared).
+    os.environ["REDIS_URL"] = resolve_redis_url(load_settings())
+    binary = find_smtp_sink(install=args.sink != "dev") if args.sink != "dev" else None
+    if args.sink == "smtp-sink" and binary is None:
+        raise SystemExit("smtp-sink is not installed and could not be installed")
+    kind = "smtp-sink" if binary else "dev"
+    workdir = Path(tempfile.mkdtemp(prefix="nlq-bench-email-"))
+    _log(f"sink: {kind}; {args.processes} process(es); {args.recipients} recipients")
+    try:
+        if args.suppression_effect:
+            rates: dict[str, list[float]] = {"without": [], "with": []}
+            for _ in range(args.rounds):
+                for label, listed in (("without", None), ("with", args.listed)):
+                    run = _path_run(args, kind, binary, workdir, listed)
+                    if run["missing"]:
+                        raise SystemExit(f"{label}: {run['missing']} recipients missing")
+                    _log(f"  {label}: {run['rate']} emails/s")
+                    rates[label].append(run["rate"])
+            print(json.dumps({**rates, "listed": args.listed, "recipients": args.recipients,
+                              "sink": kind, "ratio": round(
+                                  statistics.median(rates["with"])
+                                  / statistics.median(rates["without"]), 3)}))
+            return
+        ceiling: list[float] = []
+        path: list[float] = []
+        duplicates = missing = 0
+        for _ in range(args.rounds):
+            with _sink(kind, binary, workdir) as sink:
+                ceiling.append(round(run_ceiling(sink, args.processes, args.recipients), 1))
+            _log(f"  ceiling: {ceiling[-1]} msgs/s")
+            run = _path_run(args, kind, binary, workdir, 0)
+            path.append(run["rate"])
+            duplicates += run["duplicates"]
+            missing += run["missing"]
+            _log(f"  path: {run['rate']} emails/s")
+        print(json.dumps({
+            "processes": args.processes, "recipients": args.recipients, "sink": kind,
+            "counted": ("duplicates by the sink's message count, missing by the ledger"
+                        if kind == "smtp-sink" else "both per recipient at the sink"),
+            "ceiling": ceiling, "path": path, "duplicates": duplicates, "missing": missing,
+            "ratio": round(statistics.median(path) / statistics.median(ceiling), 3)}))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
