@@ -14,8 +14,9 @@ For each batch (``EmailJobData``):
    skipped), leave out those on the tenant's suppression list (asked once per batch,
    alongside the first claim; recorded *suppressed*), render, DKIM-sign
    (``services.dkim``: the tenant's key or the global one, when configured), send
-   through the SMTP pool, and record each acceptance in the ledger the moment the
-   server gives it. Delivery records are written per chunk.
+   through the SMTP pool, and record each acceptance in the ledger as soon as the
+   server gives it (acceptances that arrive together share a write:
+   ``send_ledger.AcceptanceLog``). Delivery records are written per chunk.
 5. 5xx for a recipient → bounced, never retried. 4xx and connection errors → the claim is
    released and, at the end, the job fails with ``TransientSendError`` so BullMQ retries
    it with backoff; the next attempt sends only to the recipients still unsent. After
@@ -60,7 +61,7 @@ from ..services.render import (
     RenderError,
     message_id,
 )
-from ..services.send_ledger import CampaignLedger, Claim
+from ..services.send_ledger import AcceptanceLog, CampaignLedger, Claim
 from ..services.smtp import SmtpPermanentError, SmtpTransientError
 from ..services.verp import BounceAddresses
 from .email_types import (  # re-exported: the processor's public types
@@ -152,6 +153,7 @@ class EmailProcessor:
         # Accepted by the SMTP server, not yet in the ledger (Redis was unreachable): a
         # re-run in this process must not claim these again.
         self._unrecorded: set[tuple[str, str]] = set()
+        self.acceptances = AcceptanceLog(redis)
         self._prober: asyncio.Task[None] | None = None
 
     # --- the processor -----------------------------------------------------------------
@@ -429,7 +431,7 @@ class EmailProcessor:
         waited = False
         while True:
             try:
-                await ledger.mark_sent(email)
+                await self.acceptances.mark_sent(ledger.key, email)
             except (RedisConnectionError, RedisTimeoutError, OSError):
                 waited = True
                 now = time.monotonic()

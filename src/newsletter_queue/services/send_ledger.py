@@ -7,8 +7,11 @@ recipient address) makes sending idempotent per recipient:
 1. ``claim`` (atomic, Lua): a recipient already ``sent`` or ``bounced`` is skipped; a
    free one is marked ``pending`` with this attempt's token and an expiry; one pending
    under another live token is reported busy (try later).
-2. The message is sent; the moment the SMTP server accepts it, ``mark_sent`` records it
-   (a 5xx records ``bounced``; a 4xx or connection error releases the claim).
+2. The message is sent; the moment the SMTP server accepts it, it is recorded ``sent``
+   (a 5xx records ``bounced``; a 4xx or connection error releases the claim). The email
+   processor records acceptances through ``AcceptanceLog``: those that arrive while one
+   write is in flight go together in the next (group commit), so an acceptance reaches
+   Redis at most two round trips after the server gave it, whatever the send rate.
 3. A pending claim whose expiry passed was left by a process that died between claiming
    and recording. It is claimed again and the message re-sent — this is the only way a
    recipient can receive a campaign twice (the server accepted the first copy in the
@@ -23,11 +26,12 @@ ledger's business: see ``newsletter_queue.campaigns``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import cast
+from typing import Any, cast
 
 from ..connection import AnyRedis
 from ..keyspace import ledger_key
@@ -126,10 +130,6 @@ class CampaignLedger:
             args=[_now_ms(), token, self.claim_ttl_ms, self.ttl_s, *emails]))
         return [(Claim.BUSY, -int(x)) if int(x) < 0 else (Claim(int(x)), 0) for x in res]
 
-    async def mark_sent(self, email: str) -> None:
-        """Record that the SMTP server accepted the message (call it at once)."""
-        await self.client.hset(self.key, email, f"s|{_now_ms()}")
-
     async def mark_bounced(self, emails: Sequence[str]) -> None:
         if emails:
             stamp = f"b|{_now_ms()}"
@@ -155,3 +155,53 @@ class CampaignLedger:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class AcceptanceLog:
+    """Records accepted messages in their campaigns' ledgers, many per round trip.
+
+    ``mark_sent`` returns once the acceptance is in Redis. The first call starts a write;
+    calls made while it is in flight wait for the next one, which takes all of them (one
+    pipelined ``HSET`` per ledger). No timer: at low rates each write carries one
+    acceptance; at high rates the writes carry tens. A failed write fails every
+    ``mark_sent`` it carried (the caller retries).
+    """
+
+    def __init__(self, client: AnyRedis) -> None:
+        self.client = client
+        self._next: dict[str, dict[str, str]] = {}  # ledger key → {email: value}
+        self._waiting: list[asyncio.Future[None]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def mark_sent(self, ledger_key: str, email: str) -> None:
+        """Record that the SMTP server accepted the message to ``email``."""
+        done = asyncio.get_running_loop().create_future()
+        self._next.setdefault(ledger_key, {})[email] = f"s|{_now_ms()}"
+        self._waiting.append(done)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_all())
+        await done
+
+    async def _write_all(self) -> None:
+        while self._waiting:
+            batch, waiting = self._next, self._waiting
+            self._next, self._waiting = {}, []
+            error: BaseException | None = None
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for key, mapping in batch.items():
+                        pipe.hset(key, mapping=cast(dict[Any, Any], mapping))
+                    await pipe.execute()
+            except asyncio.CancelledError:
+                for future in (*waiting, *self._waiting):
+                    future.cancel()
+                raise
+            except Exception as exc:  # handed to every waiter
+                error = exc
+            for future in waiting:
+                if future.done():  # its caller was cancelled
+                    continue
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
