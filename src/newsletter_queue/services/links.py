@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import urlencode
 
 from ..config import Settings
 from .signing import Signer
@@ -111,9 +110,8 @@ class Links:
 
     def unsubscribe_url(self, tenant_id: str, campaign_id: str, email: str) -> str:
         sig = self.signer.sign(UNSUBSCRIBE, tenant_id, campaign_id, email.lower())
-        query = urlencode({"tenant": tenant_id, "campaign": campaign_id, "email": email,
-                           "sig": sig})
-        return f"{self.unsubscribe_base_url}?{query}"
+        return (f"{self.unsubscribe_base_url}?tenant={_quote(tenant_id)}"
+                f"&campaign={_quote(campaign_id)}&email={_quote(email)}&sig={sig}")
 
     def is_unsubscribe_url(self, url: str) -> bool:
         """Whether ``url`` is one of our unsubscribe links (never tracked)."""
