@@ -260,7 +260,8 @@ async def worker_role(url: str, settings: Settings, suppression_check: bool) -> 
 
             with Profiler(async_mode="disabled") as profiler:
                 await stop.wait()
-            Path(f"{profile}.{os.getpid()}").write_text(profiler.output_text(show_all=False))
+            await asyncio.to_thread(Path(f"{profile}.{os.getpid()}").write_text,
+                                    profiler.output_text(show_all=False))
         else:
             await stop.wait()
     finally:

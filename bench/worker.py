@@ -9,9 +9,11 @@ through the test harness in ``tests/node``) is the reference the engine should a
 
 Every run uses a fresh key prefix, first enqueues ``--jobs`` jobs with
 ``bullmq.Queue.addBulk`` (BullMQ's own Lua scripts, pipelined in chunks), then times
-from worker construction until the queue's completed set holds every job, closes the
-worker, checks nothing failed and deletes the prefix's keys. Jobs are kept on completion
-(no ``removeOnComplete``) so the count is exact. Runs are interleaved (for each round,
+from worker construction until the last job is completed — for our engine and Node's,
+the worker's own N-th ``completed`` event (nothing polls Redis from the measured
+process); for ``bullmq.Worker``, the queue's completed set (polled) holding every job —
+closes the worker, checks nothing failed and deletes the prefix's keys. Jobs are kept on
+completion (no ``removeOnComplete``) so the count is exact. Runs are interleaved (for each round,
 for each concurrency, for each implementation) so drift on the machine hits all three
 alike; a figure is the median of the rounds. A run that exceeds ``--timeout`` is
 recorded as null and the benchmark continues. Node's rate is timed inside the Node
@@ -173,9 +175,27 @@ class Bench:
         settings = load_settings(redis_url=self.url, key_prefix=prefix)
         started = time.perf_counter()
         worker = Worker(QUEUE, noop, settings=settings, concurrency=concurrency)
+        # Timed as Node's is: to the last ``completed`` event, with nothing polling Redis
+        # from the worker's own process meanwhile.
+        finished = asyncio.Event()
+        completed = 0
+
+        def count(job: Any, result: Any) -> None:
+            nonlocal completed
+            completed += 1
+            if completed == self.jobs:
+                finished.set()
+
+        worker.on("completed", count)
         task = asyncio.create_task(worker.run())
         try:
-            return await self._timed(client, prefix, started, "ours")
+            try:
+                await asyncio.wait_for(finished.wait(), self.timeout)
+            except TimeoutError:
+                _log(f"  ours: timed out after {self.timeout:.0f}s "
+                     f"({completed}/{self.jobs} done)")
+                return None
+            return self.jobs / (time.perf_counter() - started)
         finally:
             await _close_within(worker.close(10), 15, "ours")
             await _close_within(task, 15, "ours run()")
