@@ -36,7 +36,9 @@ nothing beyond its transport).
 ``--suppression-effect`` measures the suppression check instead: path runs with the check
 off and with it on against ``--listed`` other addresses of the tenant (none a recipient,
 so both send the same mail), interleaved, and prints ``{"without": […], "with": […],
-"ratio": R}`` (the median with the check over the median without it; 1.0 = free).
+"ratio": R, "lookup_20_cpu_ms": …, "lookup_100_cpu_ms": …}`` (the median with the check
+over the median without it, 1.0 = free; then the CPU time of one lookup of a chunk's 20
+and of a batch's 100 recipients against that list, measured alone).
 """
 
 from __future__ import annotations
@@ -343,6 +345,32 @@ async def _settle(sink: Sink, expected: int) -> None:
         await asyncio.sleep(0.02)
 
 
+async def lookup_cost(listed: int, workdir: Path) -> dict[str, float]:
+    """CPU ms of one suppression lookup of 20 and of 100 recipients (none listed) against
+    a list of ``listed`` addresses in a SQLite store: the check's cost per chunk and per
+    batch job, without the noise of a whole send."""
+    settings = _settings("nlqbench-lookup", workdir / "lookup")
+    services = await WorkerServices(settings, smtp_url="smtp://127.0.0.1:25").open()
+    try:
+        store = services.store
+        assert store is not None
+        for start in range(0, listed, 10_000):
+            await store.suppress(TENANT, [f"listed{i}@example.org" for i in
+                                          range(start, min(start + 10_000, listed))], "manual")
+        cost: dict[str, float] = {}
+        for size in (20, 100):
+            emails = [f"user{i}@example.com" for i in range(size)]
+            for _ in range(50):  # warm the statement cache and the pages
+                await store.suppressed(TENANT, emails)
+            began = time.process_time()
+            for _ in range(300):
+                await store.suppressed(TENANT, emails)
+            cost[f"lookup_{size}_cpu_ms"] = round((time.process_time() - began) / 300 * 1000, 3)
+        return cost
+    finally:
+        await services.close()
+
+
 # --- processes --------------------------------------------------------------------------------
 def _settings(prefix: str = "nlqbench", state_dir: Path | None = None) -> Settings:
     """The bench's settings: REDIS_URL as the parent resolved it, no send-rate limits."""
@@ -445,8 +473,9 @@ def main() -> None:
                         raise SystemExit(f"{label}: {run['missing']} recipients missing")
                     _log(f"  {label}: {run['rate']} emails/s")
                     rates[label].append(run["rate"])
+            cost = asyncio.run(lookup_cost(args.listed, workdir))
             print(json.dumps({**rates, "listed": args.listed, "recipients": args.recipients,
-                              "sink": kind, "ratio": round(
+                              "sink": kind, **cost, "ratio": round(
                                   statistics.median(rates["with"])
                                   / statistics.median(rates["without"]), 3)}))
             return
