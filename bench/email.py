@@ -7,8 +7,10 @@
 Two kinds of run, interleaved ``--rounds`` times, each into a fresh SMTP sink:
 
 - **ceiling** — the transport alone: ``--processes`` processes, each with the SMTP pool the
-  workers use (aiosmtplib, ``smtp_pool_size`` sessions), send their share of the same
-  campaign's messages, rendered before the clock starts. Nothing else runs.
+  workers use (``services.smtp``: ``smtp_pool_size`` sessions, pipelining when the server
+  offers it), send their share of the same campaign's messages, rendered before the
+  clock starts. Nothing else runs. **ceiling_aiosmtplib** is the same with aiosmtplib
+  sessions (one reply awaited per command), the client the pool used before.
 - **path** — the full email path: ``--processes`` worker processes (the email queue's
   processor, its concurrency from the settings) send the campaign: validate, suppression
   check, claim, render, sign when configured, send, record. Timed from the enqueue until
@@ -27,11 +29,13 @@ Redis is REDIS_URL or the server the project would pick; each run has its own ke
 and a temporary SQLite store, deleted afterwards. Progress goes to stderr; the last
 stdout line is one JSON object::
 
-    {"processes": 1, "sink": "smtp-sink", "ceiling": [msgs/s…], "path": [emails/s…],
-     "ratio": R, "duplicates": 0, "missing": 0, ...}
+    {"processes": 1, "sink": "smtp-sink", "ceiling": [msgs/s…],
+     "ceiling_aiosmtplib": [msgs/s…], "path": [emails/s…], "ratio": R,
+     "client_gain": G, "duplicates": 0, "missing": 0, ...}
 
 ``ratio`` is the median path rate over the median ceiling rate (1.0: the path costs
-nothing beyond its transport).
+nothing beyond its transport); ``client_gain`` is our client's ceiling over
+aiosmtplib's.
 
 ``--suppression-effect`` measures the suppression check instead: path runs with the check
 off and with it on against ``--listed`` other addresses of the tenant (none a recipient,
@@ -52,6 +56,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import re
@@ -199,15 +204,44 @@ class Sink:
 
 
 # --- the ceiling: the transport alone --------------------------------------------------------
+class AiosmtplibPool:
+    """The comparison client: ``size`` aiosmtplib sessions (one reply awaited per
+    command), handed out as ``SmtpPool`` hands out its own."""
+
+    def __init__(self, url: str, size: int) -> None:
+        self.host, _, port = url.removeprefix("smtp://").partition(":")
+        self.port = int(port)
+        self._idle: list[Any] = []
+        self._slots = asyncio.Semaphore(size)
+
+    async def send(self, sender: str, recipient: str, message: bytes) -> str:
+        import aiosmtplib
+
+        async with self._slots:
+            client = self._idle.pop() if self._idle else aiosmtplib.SMTP(
+                hostname=self.host, port=self.port, start_tls=False)
+            if not client.is_connected:
+                await client.connect()
+            _errors, reply = await client.sendmail(sender, [recipient], message)
+            self._idle.append(client)
+            return str(reply)
+
+    async def close(self) -> None:
+        for client in self._idle:
+            await client.quit()
+
+
 async def ceiling_role(url: str, campaign: str, start: int, count: int,
-                       settings: Settings) -> None:
+                       settings: Settings, client: str) -> None:
     """One ceiling process: render its share first, open the sessions, wait for ``go`` on
     stdin, send, print ``{"start": t, "end": t}`` (wall clock)."""
     compiled = CompiledCampaign(TENANT, campaign, CONTENT, default_from=settings.mail_from,
                                 links=Links.from_settings(settings))
     rows = _rows(campaign, start + count)[start:]
     messages = [(r["email"], compiled.render(Recipient.model_validate(r))[1]) for r in rows]
-    pool = SmtpPool(url, size=settings.smtp_pool_size, timeout=settings.smtp_timeout_s)
+    pool: SmtpPool | AiosmtplibPool = (
+        SmtpPool(url, size=settings.smtp_pool_size, timeout=settings.smtp_timeout_s)
+        if client == "ours" else AiosmtplibPool(url, settings.smtp_pool_size))
     sender = compiled.envelope_for(rows[0]["email"])
     await asyncio.gather(*(pool.send(sender, "warmup@example.com", messages[0][1])
                            for _ in range(settings.smtp_pool_size)))
@@ -222,10 +256,11 @@ async def ceiling_role(url: str, campaign: str, start: int, count: int,
     await pool.close()
 
 
-def run_ceiling(sink: Sink, processes: int, recipients: int) -> float:
+def run_ceiling(sink: Sink, processes: int, recipients: int, client: str) -> float:
     campaign = f"ceiling-{uuid.uuid4().hex[:6]}"
     share = -(-recipients // processes)
-    procs = [_spawn(["--role", "ceiling", "--url", sink.url, "--campaign", campaign,
+    procs = [_spawn(["--role", "ceiling", "--client", client, "--url", sink.url,
+                     "--campaign", campaign,
                      "--start", str(i * share),
                      "--count", str(min(share, recipients - i * share))])
              for i in range(processes)]
@@ -439,6 +474,8 @@ def main() -> None:
                         help="addresses on the suppression list in the runs with the check")
     parser.add_argument("--role", choices=("ceiling", "worker"), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--client", choices=("ours", "aiosmtplib"), default="ours",
+                        help=argparse.SUPPRESS)
     parser.add_argument("--campaign", help=argparse.SUPPRESS)
     parser.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
@@ -446,7 +483,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.role == "ceiling":
         asyncio.run(ceiling_role(args.url, args.campaign, args.start, args.count,
-                                 _settings()))
+                                 _settings(), args.client))
         return
     if args.role == "worker":
         asyncio.run(worker_role(args.url, _settings(os.environ["NLQ_KEY_PREFIX"],
@@ -480,12 +517,18 @@ def main() -> None:
                                   / statistics.median(rates["without"]), 3)}))
             return
         ceiling: list[float] = []
+        ceiling_aiosmtplib: list[float] = []
         path: list[float] = []
         duplicates = missing = 0
+        clients = [("ours", ceiling)]
+        if importlib.util.find_spec("aiosmtplib") is not None:  # the test extra has it
+            clients.append(("aiosmtplib", ceiling_aiosmtplib))
         for _ in range(args.rounds):
-            with _sink(kind, binary, workdir) as sink:
-                ceiling.append(round(run_ceiling(sink, args.processes, args.recipients), 1))
-            _log(f"  ceiling: {ceiling[-1]} msgs/s")
+            for client, rates in clients:
+                with _sink(kind, binary, workdir) as sink:
+                    rates.append(round(run_ceiling(sink, args.processes, args.recipients,
+                                                   client), 1))
+                _log(f"  ceiling ({client}): {rates[-1]} msgs/s")
             run = _path_run(args, kind, binary, workdir, 0)
             path.append(run["rate"])
             duplicates += run["duplicates"]
@@ -495,8 +538,12 @@ def main() -> None:
             "processes": args.processes, "recipients": args.recipients, "sink": kind,
             "counted": ("duplicates by the sink's message count, missing by the ledger"
                         if kind == "smtp-sink" else "both per recipient at the sink"),
-            "ceiling": ceiling, "path": path, "duplicates": duplicates, "missing": missing,
-            "ratio": round(statistics.median(path) / statistics.median(ceiling), 3)}))
+            "ceiling": ceiling, "ceiling_aiosmtplib": ceiling_aiosmtplib, "path": path,
+            "duplicates": duplicates, "missing": missing,
+            "ratio": round(statistics.median(path) / statistics.median(ceiling), 3),
+            "client_gain": round(statistics.median(ceiling)
+                                 / statistics.median(ceiling_aiosmtplib), 3)
+            if ceiling_aiosmtplib else None}))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -1,4 +1,4 @@
-"""A bounded pool of aiosmtplib connections, reused across messages and jobs.
+"""A bounded pool of SMTP sessions (``smtp_session``), reused across messages and jobs.
 
 Opening an SMTP session (TCP, greeting, EHLO, STARTTLS, AUTH) costs several round trips;
 a campaign of 100,000 recipients must not pay that per message. The pool keeps at most
@@ -33,10 +33,9 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import aiosmtplib
-
 from ..config import mask_url
 from ..errors import DeliveryError
+from .smtp_session import SmtpReplyError, SmtpSession, SmtpSessionError
 
 log = logging.getLogger(__name__)
 
@@ -141,48 +140,54 @@ class SmtpPool:
         self.size = size
         self.timeout = timeout
         self.local_hostname = local_hostname
-        self._idle: list[aiosmtplib.SMTP] = []
+        self._idle: list[SmtpSession] = []
+        self._tls: ssl.SSLContext | None = None
         self._slots = asyncio.Semaphore(size)
         self._closed = False
         self.sessions_opened = 0
 
     def _tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        if not self.target.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        if self._tls is None:  # loading the CA store costs ~40 ms: once per pool
+            context = ssl.create_default_context()
+            if not self.target.verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._tls = context
+        return self._tls
 
-    async def _open(self) -> aiosmtplib.SMTP:
+    async def _open(self) -> SmtpSession:
         t = self.target
-        client = aiosmtplib.SMTP(
-            hostname=t.host, port=t.port, timeout=self.timeout, use_tls=t.implicit_tls,
-            start_tls=None if t.starttls == "auto" else t.starttls == "required",
-            tls_context=self._tls_context() if (t.implicit_tls or t.starttls != "off")
-            else None,
-            local_hostname=self.local_hostname,
-        )
         try:
-            await client.connect()
-            if t.username is not None:
-                if client.get_transport_info("ssl_object") is None and not t.plaintext_auth:
-                    await _quiet_close(client)
-                    raise SmtpInsecureAuthError(0, (
-                        f"refusing to send SMTP credentials in clear text to "
-                        f"{self.masked_url}: the server offered no STARTTLS. Use smtps://, "
-                        "a server with STARTTLS, or ?plaintext_auth=loopback for a relay "
-                        "on this machine"))
-                await client.login(t.username, t.password or "")
-        except aiosmtplib.SMTPAuthenticationError as exc:
-            await _quiet_close(client)
-            raise SmtpAuthError(exc.code, f"authentication failed at "
-                                f"{self.masked_url}: {exc.message}") from None
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            await _quiet_close(client)
-            raise SmtpTransientError(getattr(exc, "code", 0) or 0,
-                                     f"cannot connect to {self.masked_url}: {exc}") from None
+            session = await SmtpSession.connect(
+                t.host, t.port, command_timeout_s=self.timeout, implicit_tls=t.implicit_tls,
+                starttls=t.starttls,
+                tls_context=self._tls_context() if (t.implicit_tls or t.starttls != "off")
+                else None,
+                local_hostname=self.local_hostname)
+        except (SmtpReplyError, SmtpSessionError) as exc:
+            code = exc.reply.code if isinstance(exc, SmtpReplyError) else 0
+            raise SmtpTransientError(code, f"cannot connect to {self.masked_url}: {exc}"
+                                     ) from None
+        if t.username is not None:
+            if not session.encrypted and not t.plaintext_auth:
+                session.close()
+                raise SmtpInsecureAuthError(0, (
+                    f"refusing to send SMTP credentials in clear text to "
+                    f"{self.masked_url}: the server offered no STARTTLS. Use smtps://, "
+                    "a server with STARTTLS, or ?plaintext_auth=loopback for a relay "
+                    "on this machine"))
+            try:
+                await session.login(t.username, t.password or "")
+            except SmtpReplyError as exc:
+                session.close()
+                raise SmtpAuthError(exc.reply.code, f"authentication failed at "
+                                    f"{self.masked_url}: {exc.reply.text}") from None
+            except SmtpSessionError as exc:
+                session.close()
+                raise SmtpTransientError(0, f"cannot connect to {self.masked_url}: {exc}"
+                                         ) from None
         self.sessions_opened += 1
-        return client
+        return session
 
     async def send(self, sender: str, recipient: str, message: bytes) -> str:
         """Send one message to one recipient. Returns the server's acceptance reply.
@@ -194,51 +199,33 @@ class SmtpPool:
         if self._closed:
             raise SmtpTransientError(0, "SMTP pool is closed")
         async with self._slots:
-            client = self._idle.pop() if self._idle else await self._open()
-            reusable = False
+            session = self._idle.pop() if self._idle else await self._open()
             try:
-                options = [] if (sender + recipient).isascii() else ["SMTPUTF8"]
-                _errors, reply = await client.sendmail(sender, [recipient], message,
-                                                       mail_options=options)
-                reusable = True
-                return reply
-            except ValueError as exc:  # an address aiosmtplib cannot send to safely
-                reusable = True
+                return await session.send(sender, recipient, message)
+            except ValueError as exc:  # an address this session cannot send to safely
                 raise SmtpPermanentError(0, f"unsendable address: {exc}") from None
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                reusable = True
-                refusal = exc.recipients[0] if exc.recipients else None
-                code = refusal.code if refusal else 0
-                text = refusal.message if refusal else str(exc)
-                raise _classify(code, text) from None
-            except aiosmtplib.SMTPResponseException as exc:
-                reusable = exc.code < 500 or exc.code >= 600
-                raise _classify(exc.code, exc.message) from None
-            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            except SmtpReplyError as exc:
+                raise _classify(exc.reply.code, exc.reply.text) from None
+            except SmtpSessionError as exc:
                 raise SmtpTransientError(0, f"connection to {self.masked_url} failed: "
-                                         f"{type(exc).__name__}: {exc}") from None
+                                         f"{exc}") from None
             finally:
-                # aiosmtplib already sent RSET after a refusal, so the session is clean.
-                if reusable and client.is_connected and not self._closed:
-                    self._idle.append(client)
+                # A refusal leaves the session clean (RSET); a broken one is closed.
+                if session.usable and not self._closed:
+                    self._idle.append(session)
                 else:
-                    await _quiet_close(client)
+                    session.close()
 
     async def close(self) -> None:
         self._closed = True
         idle, self._idle = self._idle, []
-        for client in idle:
+        for session in idle:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.quit(), 2)
-            await _quiet_close(client)
+                await asyncio.wait_for(session.quit(), 2)
+            session.close()
 
 
 def _classify(code: int, text: str) -> SmtpError:
     if 500 <= code < 600:
         return SmtpPermanentError(code, text)
     return SmtpTransientError(code, text)
-
-
-async def _quiet_close(client: aiosmtplib.SMTP) -> None:
-    with contextlib.suppress(Exception):
-        client.close()
