@@ -18,38 +18,12 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from newsletter_queue.services.sink import SmtpSink
 from newsletter_queue.services.smtp import SmtpPermanentError, SmtpPool, SmtpTransientError
-from tests.integration.email.test_smtp_transport import MESSAGE
+from tests.integration.email.test_smtp_transport import MESSAGE, recording_proxy
 from tests.support.helpers import wait_for
 
 
-@contextlib.asynccontextmanager
-async def chunk_proxy(port: int) -> AsyncIterator[tuple[int, list[bytes]]]:
-    """A TCP proxy in front of ``port`` keeping each chunk the client's writes arrived in."""
-    chunks: list[bytes] = []
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                   keep: list[bytes] | None) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await reader.read(65536):
-                if keep is not None:
-                    keep.append(data)
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        server_r, server_w = await asyncio.open_connection("127.0.0.1", port)
-        await asyncio.gather(pipe(client_r, server_w, chunks), pipe(server_r, client_w, None))
-
-    proxy = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield int(proxy.sockets[0].getsockname()[1]), chunks
-    finally:
-        proxy.close()
-
-
 async def test_mail_rcpt_and_data_go_in_one_write_to_a_pipelining_server() -> None:
-    async with SmtpSink() as sink, chunk_proxy(sink.port) as (port, chunks):
+    async with SmtpSink() as sink, recording_proxy(sink.port) as (port, chunks):
         pool = SmtpPool(f"smtp://127.0.0.1:{port}", size=1, timeout=10)
         try:
             replies = [await pool.send("a@example.com", f"r{i}@example.com", MESSAGE)
@@ -98,7 +72,7 @@ async def test_dot_lines_and_bare_line_ends_arrive_as_written() -> None:
 
 
 async def test_an_injected_address_sends_nothing() -> None:
-    async with SmtpSink() as sink, chunk_proxy(sink.port) as (port, chunks):
+    async with SmtpSink() as sink, recording_proxy(sink.port) as (port, chunks):
         pool = SmtpPool(f"smtp://127.0.0.1:{port}", size=1, timeout=10)
         try:
             for evil in ("a@example.com>\r\nRCPT TO:<evil@example.com",
@@ -158,7 +132,7 @@ async def plain_aiosmtpd() -> AsyncIterator[tuple[int, list[tuple[list[str], byt
 
 async def test_a_server_without_pipelining_gets_one_command_at_a_time() -> None:
     async with plain_aiosmtpd() as (server_port, received), \
-            chunk_proxy(server_port) as (port, chunks):
+            recording_proxy(server_port) as (port, chunks):
         pool = SmtpPool(f"smtp://127.0.0.1:{port}", size=1, timeout=10)
         try:
             reply = await pool.send("a@example.com", "b@example.com", MESSAGE)

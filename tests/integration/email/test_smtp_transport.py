@@ -122,28 +122,28 @@ def test_bad_smtp_urls() -> None:
 
 
 @contextlib.asynccontextmanager
-async def recording_proxy(port: int) -> AsyncIterator[tuple[int, bytearray]]:
+async def recording_proxy(port: int) -> AsyncIterator[tuple[int, list[bytes]]]:
     """A TCP proxy on loopback in front of ``port`` that keeps every byte the client
-    sent; yields its own port and those bytes."""
-    sent = bytearray()
+    sent, in the chunks it arrived in; yields its own port and that list."""
+    chunks: list[bytes] = []
 
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                   keep: bytearray | None) -> None:
+                   keep: list[bytes] | None) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await reader.read(65536):
                 if keep is not None:
-                    keep.extend(data)
+                    keep.append(data)
                 writer.write(data)
                 await writer.drain()
         writer.close()
 
     async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         server_r, server_w = await asyncio.open_connection("127.0.0.1", port)
-        await asyncio.gather(pipe(client_r, server_w, sent), pipe(server_r, client_w, None))
+        await asyncio.gather(pipe(client_r, server_w, chunks), pipe(server_r, client_w, None))
 
     proxy = await asyncio.start_server(handle, "127.0.0.1", 0)
     try:
-        yield int(proxy.sockets[0].getsockname()[1]), sent
+        yield int(proxy.sockets[0].getsockname()[1]), chunks
     finally:
         proxy.close()
 
@@ -158,7 +158,7 @@ async def test_credentials_never_go_out_in_clear_text() -> None:
     """The attack: a server (or a network that strips STARTTLS) offering AUTH without
     TLS. Nothing of the password reaches the wire, and the error says why."""
     async with SmtpSink(credentials=("mailer", "s3cret-pw")) as sink, \
-            recording_proxy(sink.port) as (port, wire):
+            recording_proxy(sink.port) as (port, chunks):
         pool = SmtpPool(f"smtp://mailer:s3cret-pw@127.0.0.1:{port}", size=1, timeout=10)
         try:
             with pytest.raises(SmtpInsecureAuthError, match="in clear text") as info:
@@ -167,6 +167,7 @@ async def test_credentials_never_go_out_in_clear_text() -> None:
             await pool.close()
         assert isinstance(info.value, SmtpTransientError)  # a setup problem: no bounce
         assert "s3cret-pw" not in str(info.value)
+        wire = b"".join(chunks)
         assert b"EHLO" in wire  # the session really happened …
         assert b"AUTH" not in wire  # … and stopped before AUTH
         assert not any(form in wire for form in _secret_forms("mailer", "s3cret-pw"))
