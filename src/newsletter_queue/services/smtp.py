@@ -3,7 +3,9 @@
 Opening an SMTP session (TCP, greeting, EHLO, STARTTLS, AUTH) costs several round trips;
 a campaign of 100,000 recipients must not pay that per message. The pool keeps at most
 ``size`` sessions per worker process, hands one to each send, and drops a session after
-any connection-level error so the next send reconnects.
+any connection-level error so the next send reconnects. A kept session that the server
+closed meanwhile (its idle timeout) is replaced without failing the send: nothing of the
+message had been written.
 
 Errors are sorted the way the email processor needs them:
 
@@ -199,9 +201,22 @@ class SmtpPool:
         if self._closed:
             raise SmtpTransientError(0, "SMTP pool is closed")
         async with self._slots:
-            session = self._idle.pop() if self._idle else await self._open()
+            session = self._take_idle()
+            fresh = session is None
+            if session is None:
+                session = await self._open()
             try:
-                return await session.send(sender, recipient, message)
+                try:
+                    return await session.send(sender, recipient, message)
+                except SmtpSessionError as exc:
+                    if fresh or not exc.before_data:
+                        raise
+                    # A kept session the server had closed (an idle timeout; some say
+                    # 421 first): nothing was sent, so once more on a new session.
+                    log.debug("SMTP session to %s closed by the server; reconnecting",
+                              self.masked_url)
+                    session = await self._open()
+                    return await session.send(sender, recipient, message)
             except ValueError as exc:  # an address this session cannot send to safely
                 raise SmtpPermanentError(0, f"unsendable address: {exc}") from None
             except SmtpReplyError as exc:
@@ -215,6 +230,15 @@ class SmtpPool:
                     self._idle.append(session)
                 else:
                     session.close()
+
+    def _take_idle(self) -> SmtpSession | None:
+        """A kept session that still looks open (the others are closed and dropped)."""
+        while self._idle:
+            session = self._idle.pop()
+            if session.usable:
+                return session
+            session.close()
+        return None
 
     async def close(self) -> None:
         self._closed = True

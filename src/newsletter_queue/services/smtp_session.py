@@ -55,7 +55,15 @@ class SmtpReplyError(Exception):
 
 
 class SmtpSessionError(Exception):
-    """The session cannot go on: timeout, lost connection, malformed reply, TLS failure."""
+    """The session cannot go on: timeout, lost connection, malformed reply, TLS failure.
+
+    ``before_data``: it broke before any of the message was written, so nothing can have
+    been delivered (a send may be tried again at once on another session).
+    """
+
+    def __init__(self, message: str, *, before_data: bool = False) -> None:
+        super().__init__(message)
+        self.before_data = before_data
 
 
 class SmtpSession:
@@ -161,7 +169,8 @@ class SmtpSession:
                 needs SMTPUTF8 from a server without it (nothing was sent).
             SmtpReplyError: MAIL, RCPT, DATA or the message was refused; the session is
                 usable again (an envelope refusal is followed by RSET).
-            SmtpSessionError: the session broke; it is closed.
+            SmtpSessionError: the session broke; it is closed (``before_data``: before any
+                of the message was written).
         """
         for address in (sender, recipient):
             if _UNSAFE.search(address):
@@ -173,6 +182,7 @@ class SmtpSession:
                              "SMTPUTF8 (RFC 6531)")
         mail = f"MAIL FROM:<{sender}>{' SMTPUTF8' if utf8 else ''}"
         rcpt = f"RCPT TO:<{recipient}>"
+        writing = False
         try:
             if self.pipelining:
                 replies = await self._pipelined((mail, rcpt, "DATA"))
@@ -183,12 +193,14 @@ class SmtpSession:
                     if reply.code >= 400:
                         break
             await self._check_envelope((mail, rcpt, "DATA"), replies)
+            writing = True
             reply = await self._exchange_data(message)
         except SmtpReplyError:
             raise
-        except TimeoutError:
+        except (TimeoutError, SmtpSessionError) as exc:
             self.close()
-            raise SmtpSessionError("timed out waiting for the server") from None
+            raise SmtpSessionError(str(exc) or "timed out waiting for the server",
+                                   before_data=not writing) from None
         except BaseException:
             self.close()
             raise
@@ -217,7 +229,7 @@ class SmtpSession:
     async def _pipelined(self, commands: tuple[str, ...]) -> list[Reply]:
         self._write("".join(f"{c}\r\n" for c in commands).encode())
         async with asyncio.timeout(self.timeout):
-            await self._writer.drain()
+            await self._drain()
             return [await self._read_reply_now() for _ in commands]
 
     async def _exchange(self, command: str) -> Reply:
@@ -226,7 +238,7 @@ class SmtpSession:
     async def _exchange_raw(self, data: bytes) -> Reply:
         self._write(data)
         async with asyncio.timeout(self.timeout):
-            await self._writer.drain()
+            await self._drain()
             return await self._read_reply_now()
 
     async def _command(self, command: str, expected: int, *, echo: str | None = None
@@ -276,7 +288,16 @@ class SmtpSession:
     def _write(self, data: bytes) -> None:
         if self.closed or self._writer.is_closing():
             raise SmtpSessionError("the connection is closed")
-        self._writer.write(data)
+        try:
+            self._writer.write(data)
+        except OSError as exc:
+            raise SmtpSessionError(f"connection lost: {exc}") from None
+
+    async def _drain(self) -> None:
+        try:
+            await self._writer.drain()
+        except OSError as exc:  # ConnectionResetError and the like
+            raise SmtpSessionError(f"connection lost: {exc}") from None
 
     # --- ending --------------------------------------------------------------------------
     async def quit(self) -> None:
@@ -293,7 +314,9 @@ class SmtpSession:
 
     @property
     def usable(self) -> bool:
-        return not self.closed and not self._writer.is_closing()
+        """Open on both sides as far as this end knows (a server that closed an idle
+        session has left an end of file to read)."""
+        return not (self.closed or self._writer.is_closing() or self._reader.at_eof())
 
 
 def _data(message: bytes) -> bytes:

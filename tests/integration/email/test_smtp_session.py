@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -143,6 +144,48 @@ async def test_a_server_without_pipelining_gets_one_command_at_a_time() -> None:
     commands = [c for c in chunks if c[:4] in (b"MAIL", b"RCPT", b"DATA")]
     assert commands == [b"MAIL FROM:<a@example.com>\r\n", b"RCPT TO:<b@example.com>\r\n",
                         b"DATA\r\n"]
+
+
+class ClosingServer(SMTP):
+    """aiosmtpd with a short idle timeout, saying ``421`` first when ``say_421`` (as
+    Postfix does) and setting ``closed`` when it has hung up."""
+
+    def __init__(self, *args: Any, say_421: bool, closed: asyncio.Event,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.say_421 = say_421
+        self.closed = closed
+
+    def _timeout_cb(self) -> None:
+        if self.say_421 and self.transport is not None:
+            self.transport.write(b"421 4.4.2 nlq-test Error: timeout exceeded\r\n")
+        super()._timeout_cb()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        self.closed.set()
+
+
+@pytest.mark.parametrize("say_421", [False, True], ids=["silent", "421-first"])
+async def test_a_session_the_server_closed_while_idle_is_replaced(say_421: bool) -> None:
+    recorder = Recorder()
+    closed = asyncio.Event()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: ClosingServer(recorder, hostname="idle", timeout=0.5, say_421=say_421,
+                              closed=closed), "127.0.0.1", 0)
+    pool = SmtpPool(f"smtp://127.0.0.1:{server.sockets[0].getsockname()[1]}", size=1,
+                    timeout=10)
+    try:
+        await pool.send("a@example.com", "first@example.com", MESSAGE)
+        await asyncio.wait_for(closed.wait(), 30)  # the server hung up on the idle session
+        reply = await pool.send("a@example.com", "second@example.com", MESSAGE)
+    finally:
+        await pool.close()
+        server.close()
+    assert reply == "OK kept"
+    assert [rcpts for rcpts, _ in recorder.received] == [["first@example.com"],
+                                                         ["second@example.com"]]
+    assert pool.sessions_opened == 2
 
 
 # --- Postfix's smtp-sink: another server's PIPELINING ------------------------------------
