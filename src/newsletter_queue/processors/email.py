@@ -16,8 +16,8 @@ For each batch (``EmailJobData``):
    (``services.dkim``: the tenant's key or the global one, when configured), send
    through the SMTP pool, and record each acceptance in the ledger as soon as the
    server gives it (acceptances that arrive together share a write:
-   ``send_ledger.AcceptanceLog``). Delivery records are written once per job, when it
-   ends (however it ends).
+   ``send_ledger.AcceptanceLog``). Delivery records are written per chunk, as its
+   counters are (so the store and the campaign's status agree chunk by chunk).
 5. 5xx for a recipient → bounced, never retried. 4xx and connection errors → the claim is
    released and, at the end, the job fails with ``TransientSendError`` so BullMQ retries
    it with backoff; the next attempt sends only to the recipients still unsent. After
@@ -182,7 +182,6 @@ class EmailProcessor:
         total = len(recipients)
         started = time.monotonic()
         listed = self._lookup_suppressed(data)
-        ended = False
         try:
             for start in range(0, total, self.chunk_size):
                 # The campaign's state, once per chunk: paused parks the job, cancelled
@@ -205,11 +204,9 @@ class EmailProcessor:
                                            "total": total, "sent": result.sent})
                 if opened_ms:
                     raise RateLimited(opened_ms)
-            ended = True
         finally:
             if listed is not None and not listed.done():
                 listed.cancel()
-            await self._record_rows(result, failing=not ended)
 
         if result.deferred == 0 and result.busy:
             await job.move_to_delayed(int(time.time() * 1000) + result.busy_ms + 50)
@@ -243,9 +240,7 @@ class EmailProcessor:
 
     async def _cancelled(self, job: Any, data: EmailJobData, result: BatchResult
                          ) -> dict[str, Any]:
-        """End a batch of a cancelled campaign: completed, counted as finished (its rows
-        written first: the campaign's completion reads them)."""
-        await self._record_rows(result, failing=False)
+        """End a batch of a cancelled campaign: completed, counted as finished."""
         await self.lifecycle.batch_finished(data.tenant_id, data.campaign_id, str(job.id))
         return {**result.to_dict(), "cancelled": True}
 
@@ -275,28 +270,6 @@ class EmailProcessor:
                 self._compiled.clear()
             self._compiled[key] = compiled
         return compiled
-
-    async def _record_rows(self, result: BatchResult, *, failing: bool) -> None:
-        """Write the job's delivery rows: one store transaction per job, not per chunk.
-
-        The ledger, not these rows, is what keeps a recipient from a second copy; a row
-        lost here (the store down, the process killed) is written by the batch's next
-        run, which finds the recipient sent in the ledger. While another error ends the
-        job (``failing``), a failure here is logged instead of hiding that error."""
-        rows, missing = result.rows, result.missing_rows
-        result.rows, result.missing_rows = [], []
-        if self.deliveries is None or not (rows or missing):
-            return
-        try:
-            if rows:
-                await self.deliveries.record(rows)
-            if missing:
-                await self.deliveries.record(missing, only_missing=True)
-        except Exception:
-            if not failing:
-                raise
-            log.exception("could not record %d delivery rows of a failing batch; its "
-                          "next run records them", len(rows) + len(missing))
 
     def _lookup_suppressed(self, data: EmailJobData) -> asyncio.Task[set[str]] | None:
         """Ask the suppression list about the whole batch: one store query per job, not
@@ -383,10 +356,12 @@ class EmailProcessor:
         await ledger.mark_bounced([d.email for d in deliveries
                                    if d.status in ("bounced", "failed", "suppressed")])
         await ledger.release(token, transient)
-        result.rows += [d for d in deliveries if d.status != "deferred"]
-        # An attempt killed between sending and recording may have left no row for these:
-        # they are filled in (existing rows are kept as they are).
-        result.missing_rows += earlier
+        if self.deliveries is not None:
+            await self.deliveries.record([d for d in deliveries if d.status != "deferred"])
+            if earlier:
+                # An attempt killed between sending and recording left no row for these:
+                # fill them in (existing rows are kept as they are).
+                await self.deliveries.record(earlier, only_missing=True)
 
         opened_ms = 0
         if transient and len(transient) == len(to_send):

@@ -68,10 +68,6 @@ class BatchResult:
     busy_ms: int = 0
     last_transient: str = ""
     errors: list[str] = field(default_factory=list)
-    # Delivery rows not yet written: this attempt's, and rows that an attempt killed
-    # between sending and recording never wrote (written only where missing).
-    rows: list[Delivery] = field(default_factory=list, repr=False)
-    missing_rows: list[Delivery] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"sent": self.sent, "bounced": self.bounced, "failed": self.failed,
