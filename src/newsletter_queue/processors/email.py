@@ -16,8 +16,10 @@ For each batch (``EmailJobData``):
    (``services.dkim``: the tenant's key or the global one, when configured), send
    through the SMTP pool, and record each acceptance in the ledger as soon as the
    server gives it (acceptances that arrive together share a write:
-   ``send_ledger.AcceptanceLog``). Delivery records are written per chunk, as its
-   counters are (so the store and the campaign's status agree chunk by chunk).
+   ``send_ledger.AcceptanceLog``). Each chunk's delivery rows are handed to a
+   background writer (``delivery_rows.RowWriter``: many chunks per transaction) and are
+   in the store a moment after its counters are in Redis; a job waits for its rows
+   before it counts as finished.
 5. 5xx for a recipient → bounced, never retried. 4xx and connection errors → the claim is
    released and, at the end, the job fails with ``TransientSendError`` so BullMQ retries
    it with backoff; the next attempt sends only to the recipients still unsent. After
@@ -65,6 +67,7 @@ from ..services.render import (
 from ..services.send_ledger import AcceptanceLog, CampaignLedger, Claim
 from ..services.smtp import SmtpPermanentError, SmtpTransientError
 from ..services.verp import BounceAddresses
+from .delivery_rows import RowWriter
 from .email_types import (  # re-exported: the processor's public types
     BatchResult,
     CampaignSource,
@@ -155,6 +158,7 @@ class EmailProcessor:
         # re-run in this process must not claim these again.
         self._unrecorded: set[tuple[str, str]] = set()
         self.acceptances = AcceptanceLog(redis)
+        self.rows = RowWriter()
         self._prober: asyncio.Task[None] | None = None
 
     # --- the processor -----------------------------------------------------------------
@@ -182,6 +186,7 @@ class EmailProcessor:
         total = len(recipients)
         started = time.monotonic()
         listed = self._lookup_suppressed(data)
+        ended = False
         try:
             for start in range(0, total, self.chunk_size):
                 # The campaign's state, once per chunk: paused parks the job, cancelled
@@ -204,9 +209,12 @@ class EmailProcessor:
                                            "total": total, "sent": result.sent})
                 if opened_ms:
                     raise RateLimited(opened_ms)
+            ended = True
         finally:
             if listed is not None and not listed.done():
                 listed.cancel()
+            # The campaign's completion reads the rows: they are in before it counts.
+            await RowWriter.wait(result.row_writes, failing=not ended)
 
         if result.deferred == 0 and result.busy:
             await job.move_to_delayed(int(time.time() * 1000) + result.busy_ms + 50)
@@ -240,7 +248,9 @@ class EmailProcessor:
 
     async def _cancelled(self, job: Any, data: EmailJobData, result: BatchResult
                          ) -> dict[str, Any]:
-        """End a batch of a cancelled campaign: completed, counted as finished."""
+        """End a batch of a cancelled campaign: completed, counted as finished (its rows
+        written first)."""
+        await RowWriter.wait(result.row_writes, failing=False)
         await self.lifecycle.batch_finished(data.tenant_id, data.campaign_id, str(job.id))
         return {**result.to_dict(), "cancelled": True}
 
@@ -357,11 +367,12 @@ class EmailProcessor:
                                    if d.status in ("bounced", "failed", "suppressed")])
         await ledger.release(token, transient)
         if self.deliveries is not None:
-            await self.deliveries.record([d for d in deliveries if d.status != "deferred"])
-            if earlier:
-                # An attempt killed between sending and recording left no row for these:
-                # fill them in (existing rows are kept as they are).
-                await self.deliveries.record(earlier, only_missing=True)
+            # Written behind the sends (``RowWriter``). ``earlier``: an attempt killed
+            # between sending and recording may have left no row for these; they are
+            # filled in (existing rows are kept as they are).
+            result.row_writes.append(self.rows.add(
+                self.deliveries, [d for d in deliveries if d.status != "deferred"],
+                earlier))
 
         opened_ms = 0
         if transient and len(transient) == len(to_send):

@@ -6,6 +6,7 @@ module holds the sending itself; ``processors.email`` re-exports every name here
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -68,6 +69,8 @@ class BatchResult:
     busy_ms: int = 0
     last_transient: str = ""
     errors: list[str] = field(default_factory=list)
+    # The chunks' delivery rows handed to the row writer, not yet known to be written.
+    row_writes: list[asyncio.Future[None]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"sent": self.sent, "bounced": self.bounced, "failed": self.failed,
