@@ -16,6 +16,9 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from .email_types import Delivery, DeliveryRecorder
 
 log = logging.getLogger(__name__)
@@ -80,7 +83,13 @@ class RowWriter:
         errors = [r for r in results if isinstance(r, BaseException)]
         if not errors:
             return
+        error = errors[0]
         if not failing:
-            raise errors[0]
-        log.error("could not record the delivery rows of a failing batch; its next run "
-                  "records them", exc_info=errors[0])
+            raise error
+        # One line, no traceback: the batch's own error says what went wrong. A Redis
+        # outage (the recorder also counts the rows in Redis) is reported once by the
+        # worker's health check, not once per batch here.
+        outage = isinstance(error, RedisConnectionError | RedisTimeoutError | OSError)
+        log.log(logging.DEBUG if outage else logging.WARNING,
+                "could not record the delivery rows of a failing batch (%s: %s); its "
+                "next run records them", type(error).__name__, error)
