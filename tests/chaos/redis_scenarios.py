@@ -70,6 +70,7 @@ async def redis_restart(p: Profile, workdir: Path, fsync: str = "everysec"
                 await wait_until(lambda: _sent_at_least(ledger, p.recipients * p.crash_at),
                                  timeout=60, interval=0.005,
                                  message="a quarter of the campaign to be sent")
+                before = await ledger.counts()  # the last look before the kill
                 killed = stage.redis.kill()
                 up = await stage.redis.start()
                 await client.connection_pool.disconnect()
@@ -98,6 +99,11 @@ async def redis_restart(p: Profile, workdir: Path, fsync: str = "everysec"
     in_window = [a for a in ages if window_s is not None and killed - up <= a <= window_s]
     result.emails_in_flight_at_fault = at_fault.pending
     after_up = view.done_after(up)
+    # A recipient can be mailed twice only if its message was accepted before the kill
+    # (recorded sent, or claimed and in flight, at the last look) and the restarted
+    # server does not hold it as sent: its record fell in the fsync window.
+    result.extra["emails_sent_before_kill"] = before.sent
+    result.extra["emails_at_risk"] = max(before.sent + before.pending - at_fault.sent, 0)
     result.recovery_s = after_up[0] - up if after_up else None
     acks_after = [t for t in producer.acks.values() if t > up]
     result.extra.update({

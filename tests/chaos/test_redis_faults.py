@@ -34,11 +34,12 @@ async def test_redis_kill_9_with_aof_loses_at_most_the_last_fsync_second(
     assert r.recovery_s is not None
     assert r.duplicate_executions <= (r.extra["jobs_in_flight_at_fault"]
                                       + r.extra["completed_in_fsync_window"])
-    # The kill hit a campaign mid-send: nobody missed; re-sent only what was in flight
-    # (claims pending in the restarted server's ledger).
-    assert r.emails_in_flight_at_fault > 0
+    # The kill hit a campaign mid-send: nobody missed; re-sent only messages accepted
+    # before the kill whose record the restarted server lacks (in flight, or recorded
+    # within the fsync window). How many that is depends on the send rate, not a bug.
+    assert 0 < r.extra["emails_sent_before_kill"] < QUICK.recipients
     assert r.missing_emails == 0
-    assert r.duplicate_emails <= r.emails_in_flight_at_fault
+    assert r.duplicate_emails <= r.extra["emails_at_risk"]
     assert r.extra["worker_exit"] == 0
 
 

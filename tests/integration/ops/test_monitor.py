@@ -94,7 +94,8 @@ async def test_metrics_count_throughput_durations_and_workers(
         hist = await (await manager.client()).hget(
             f"{settings.key_prefix}:monitor:analytics:hist", "count")
         done = (m.completed_last_hour == 5 and m.failed_last_hour == 1
-                and m.processing_ms["samples"] == 5 and hist == "5")
+                and m.processing_ms["samples"] == 5 and hist == "5"
+                and m.counts["completed"] == 5 and m.counts["failed"] == 1)
         return m if done else None
 
     m = await wait_for(finished, message="5 completed and 1 failed in the metrics, "
