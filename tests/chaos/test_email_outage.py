@@ -113,10 +113,10 @@ async def test_a_message_accepted_while_redis_is_down_is_recorded_when_it_is_bac
 
 async def test_an_outage_longer_than_the_claim_still_records_every_message_quietly(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="newsletter_queue.processors.email"):
+    with caplog.at_level(logging.WARNING, logger="newsletter_queue.processors.acceptances"):
         statuses, received = await _outage_after_accept(tmp_path, 20, outage_s=3.0,
                                                         claim_ttl_ms=1000)
-    warnings = [r for r in caplog.records if r.name == "newsletter_queue.processors.email"]
+    warnings = [r for r in caplog.records if r.name == "newsletter_queue.processors.acceptances"]
     assert statuses == ["sent"] * 20
     assert received == [1] * 20
     assert len(warnings) <= 1, [r.getMessage() for r in warnings]

@@ -15,8 +15,8 @@ For each batch (``EmailJobData``):
    alongside the first claim; recorded *suppressed*), render, DKIM-sign
    (``services.dkim``: the tenant's key or the global one, when configured), send
    through the SMTP pool, and record each acceptance in the ledger as soon as the
-   server gives it (acceptances that arrive together share a write:
-   ``send_ledger.AcceptanceLog``). Each chunk's delivery rows are handed to a
+   server gives it (``acceptances.SentRecorder``: it waits out a Redis outage, and
+   acceptances that arrive together share a write). Each chunk's delivery rows are handed to a
    background writer (``delivery_rows.RowWriter``: many chunks per transaction) and are
    in the store a moment after its counters are in Redis; a job waits for its rows
    before it counts as finished.
@@ -43,9 +43,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from ..campaigns import CampaignControl, CampaignLifecycle
 from ..config import Settings
 from ..connection import AnyRedis
@@ -64,9 +61,10 @@ from ..services.render import (
     RenderError,
     message_id,
 )
-from ..services.send_ledger import AcceptanceLog, CampaignLedger, Claim
+from ..services.send_ledger import CampaignLedger, Claim
 from ..services.smtp import SmtpPermanentError, SmtpTransientError
 from ..services.verp import BounceAddresses
+from .acceptances import SentRecorder
 from .delivery_rows import RowWriter
 from .email_types import (  # re-exported: the processor's public types
     BatchResult,
@@ -86,7 +84,6 @@ log = logging.getLogger(__name__)
 
 _MAX_INLINE_WAIT_MS = 1000  # per job, across its chunks
 PAUSE_RECHECK_MS = 15_000  # a parked batch of a paused campaign looks again after this
-_OUTAGE_WARNING_EVERY_S = 30.0
 
 
 
@@ -116,8 +113,6 @@ class EmailProcessor:
         DkimKeyError: a DKIM key in ``settings`` cannot be used (they are parsed here,
             once per process).
     """
-
-    _last_outage_warning = float("-inf")  # shared: one warning per outage per process
 
     def __init__(
         self,
@@ -155,11 +150,9 @@ class EmailProcessor:
         self._compiled: dict[tuple[str, str], CompiledCampaign] = {}
         self.signer = DkimSigner.from_settings(settings)
         # Accepted by the SMTP server, not yet in the ledger (Redis was unreachable): a
-        # re-run in this process must not claim these again.
-        self._unrecorded: set[tuple[str, str]] = set()
-        self.acceptances = AcceptanceLog(redis)
+        # re-run in this process must not claim those again (``sent.unrecorded``).
+        self.sent = SentRecorder(redis)
         self.rows = RowWriter()
-        self._prober: asyncio.Task[None] | None = None
 
     # --- the processor -----------------------------------------------------------------
     async def __call__(self, job: Any) -> dict[str, Any]:
@@ -301,12 +294,13 @@ class EmailProcessor:
             DelayedError: the send rate is exhausted for longer than the job may wait;
                 the job was parked in delayed (claims released, nothing lost).
         """
-        if self._unrecorded:
-            unrecorded = [r for r in chunk if (ledger.key, r.email) in self._unrecorded]
+        pending = self.sent.unrecorded
+        if pending:
+            unrecorded = [r for r in chunk if (ledger.key, r.email) in pending]
             if unrecorded:
                 result.busy += len(unrecorded)
                 result.busy_ms = max(result.busy_ms, 500)
-                chunk = [r for r in chunk if (ledger.key, r.email) not in self._unrecorded]
+                chunk = [r for r in chunk if (ledger.key, r.email) not in pending]
         emails = [r.email for r in chunk]
         # The batch's suppression lookup (the store) overlaps the first claim (Redis).
         claims, blocked = await asyncio.gather(ledger.claim(token, emails),
@@ -420,57 +414,5 @@ class EmailProcessor:
             return outcome("deferred", message_id=mid, smtp_code=exc.code or None,
                            smtp_response=str(exc)[:500])
         # Accepted: record it before anything else can fail.
-        await self._record_sent(ledger, recipient.email)
+        await self.sent.record(ledger.key, recipient.email)
         return outcome("sent", message_id=mid, smtp_code=250, smtp_response=reply[:500])
-
-    async def _record_sent(self, ledger: CampaignLedger, email: str) -> None:
-        """Record an accepted message, waiting out a Redis outage however long it lasts.
-
-        Giving up would leave the claim to expire and the message to be sent again;
-        while this process is alive it knows the message went out, and while Redis is
-        down nobody else can re-claim the recipient, so it keeps trying (every 0.25 s at
-        most, so the record beats a re-run of the batch once Redis is back; a re-run in
-        this process skips the recipient meanwhile). One warning per outage.
-        """
-        pending = (ledger.key, email)
-        self._unrecorded.add(pending)
-        try:
-            await self._record_until_done(ledger, email)
-        finally:
-            self._unrecorded.discard(pending)
-
-    async def _record_until_done(self, ledger: CampaignLedger, email: str) -> None:
-        waited = False
-        while True:
-            try:
-                await self.acceptances.mark_sent(ledger.key, email)
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                waited = True
-                now = time.monotonic()
-                if now - EmailProcessor._last_outage_warning > _OUTAGE_WARNING_EVERY_S:
-                    EmailProcessor._last_outage_warning = now
-                    log.warning("Redis unavailable while recording sent messages; "
-                                "retrying until it is back")
-                await self._redis_back()
-                continue
-            if waited:
-                log.debug("recorded the message to %s once Redis was back", email)
-            return
-
-    async def _redis_back(self) -> None:
-        """Wait until Redis answers again: one prober for all the waiting records."""
-        if self._prober is None or self._prober.done():
-            self._prober = asyncio.create_task(self._probe_until_up())
-        await asyncio.shield(self._prober)
-
-    async def _probe_until_up(self) -> None:
-        pause = 0.05
-        while True:
-            try:
-                await self.redis.ping()
-                return
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                await asyncio.sleep(pause)
-                # Short pauses: once Redis is back the records must beat a re-run of
-                # the batch, which would take the expired claims and send again.
-                pause = min(pause * 2, 0.25)
