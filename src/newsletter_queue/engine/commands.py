@@ -28,6 +28,7 @@ from .keys import QueueKeys
 from .scripts import ScriptLane, load_script
 
 MAX_SAFE_INTEGER = 9_007_199_254_740_991  # what Node's Queue.rateLimit writes
+_PACKED_CACHE_SIZE = 256
 
 
 def now_ms() -> int:
@@ -123,6 +124,7 @@ class QueueCommands:
         self._stalled = load_script("moveStalledJobsToWait")
         self._progress = load_script("updateProgress")
         self._add_log = load_script("addLog")
+        self._packed_finish: dict[tuple[Any, ...], bytes] = {}
 
     # --- fetching ------------------------------------------------------------------------
     def fetch_opts(self, token: str) -> bytes:
@@ -156,32 +158,49 @@ class QueueCommands:
             JobLockLostError: the script refused (lock lost, job gone or not active).
         """
         prop = "returnvalue" if target == "completed" else "failedReason"
-        remove = job_opts.get("removeOnComplete" if target == "completed" else "removeOnFail")
-        opts = {
-            "token": token,
-            "keepJobs": keep_jobs(remove),
-            "limiter": self.limiter,
-            "lockDuration": self.lock_duration_ms,
-            "attempts": _attempts(job_opts),
-            "maxMetricsSize": self.max_metrics,
-            "fpof": bool(job_opts.get("failParentOnFailure")),
-            "cpof": bool(job_opts.get("continueParentOnFailure")),
-            "idof": bool(job_opts.get("ignoreDependencyOnFailure")),
-            "rdof": bool(job_opts.get("removeDependencyOnFailure")),
-        }
-        if self.worker_name:
-            opts["name"] = self.worker_name
         k = self.keys
         keys = [*self._finish_keys, self._targets[target], k.base + job_id,
                 self._metrics[target], k.marker]
         args: list[Any] = [job_id, now_ms(), prop, value, target, "1" if fetch_next else "",
-                           k.base, pack(opts)]
+                           k.base, self._finish_opts(job_opts, target, token)]
         if fields:
             args.append(pack(_flat(fields)))
         result = await self.lane.run(self._move_to_finished, keys, args)
         if isinstance(result, int) and result < 0:
             raise JobLockLostError(k.queue, job_id, result, "moveToFinished")
         return parse_next(result)
+
+    def _finish_opts(self, job_opts: dict[str, Any], target: str, token: str) -> bytes:
+        """The packed opts of ``moveToFinished``. Jobs of a queue mostly share them, so
+        they are packed once per distinct set (a dozen msgpack fields per job otherwise)."""
+        remove = job_opts.get("removeOnComplete" if target == "completed" else "removeOnFail")
+        flags = (job_opts.get("failParentOnFailure"), job_opts.get("continueParentOnFailure"),
+                 job_opts.get("ignoreDependencyOnFailure"),
+                 job_opts.get("removeDependencyOnFailure"))
+        # type() beside the value: True and 1 are equal keys but keep different counts.
+        cache_key = (token, target, type(remove), _hashable(remove), _attempts(job_opts),
+                     *(bool(flag) for flag in flags))
+        packed = self._packed_finish.get(cache_key)
+        if packed is None:
+            opts = {
+                "token": token,
+                "keepJobs": keep_jobs(remove),
+                "limiter": self.limiter,
+                "lockDuration": self.lock_duration_ms,
+                "attempts": _attempts(job_opts),
+                "maxMetricsSize": self.max_metrics,
+                "fpof": bool(flags[0]),
+                "cpof": bool(flags[1]),
+                "idof": bool(flags[2]),
+                "rdof": bool(flags[3]),
+            }
+            if self.worker_name:
+                opts["name"] = self.worker_name
+            packed = pack(opts)
+            if len(self._packed_finish) >= _PACKED_CACHE_SIZE:
+                self._packed_finish.clear()
+            self._packed_finish[cache_key] = packed
+        return packed
 
     async def move_to_delayed(
         self,
@@ -270,6 +289,13 @@ class QueueCommands:
         job_key = self.keys.base + job_id
         return int(await self.lane.run(self._add_log, (job_key, job_key + ":logs"),
                                     (job_id, row, keep_logs if keep_logs else "")))
+
+
+def _hashable(value: Any) -> Any:
+    """``value`` as a dict key: option objects (``{"age": …, "count": …}``) by content."""
+    if isinstance(value, dict | list):
+        return repr(sorted(value.items()) if isinstance(value, dict) else value)
+    return value
 
 
 def _attempts(job_opts: dict[str, Any]) -> int:

@@ -91,29 +91,28 @@ def parse_job_hash(raw: Mapping[str, str], *, strict: bool = False) -> JobHash:
             options are not an object, or a counter is not a number.
         RecursionError: JSON nested beyond what Python parses.
     """
-    def num(name: str) -> int | None:
-        return _strict_int(raw.get(name)) if strict else as_int(raw.get(name))
+    get = raw.get
+    num = _strict_int if strict else as_int
 
-    opts = _json(raw.get("opts"), {}, strict) or {}
+    opts = _json(get("opts"), {}, strict) or {}
     if not isinstance(opts, dict):
         if strict:
             raise ValueError(f"job options are {type(opts).__name__}, not an object")
         opts = {}
-    stack = _json(raw.get("stacktrace"), [], False)
+    stack = _json(get("stacktrace"), [], False)
     return JobHash(
         name=raw.get("name", ""),
         data=_json(raw.get("data"), {}, strict),
         opts=opts,
-        timestamp=num("timestamp"),
-        delay=num("delay") or 0,
-        priority=num("priority") or 0,
-        progress=_json(raw.get("progress"), 0, strict),
-        attempts_made=(_strict_int(raw.get("atm") or raw.get("attemptsMade")) if strict
-                       else as_int(raw.get("atm") or raw.get("attemptsMade"))) or 0,
-        attempts_started=num("ats") or 0,
-        stalled_counter=num("stc") or 0,
-        processed_on=num("processedOn"),
-        finished_on=num("finishedOn"),
+        timestamp=num(get("timestamp")),
+        delay=num(get("delay")) or 0,
+        priority=num(get("priority")) or 0,
+        progress=_json(get("progress"), 0, strict),
+        attempts_made=num(get("atm") or get("attemptsMade")) or 0,
+        attempts_started=num(get("ats")) or 0,
+        stalled_counter=num(get("stc")) or 0,
+        processed_on=num(get("processedOn")),
+        finished_on=num(get("finishedOn")),
         failed_reason=raw.get("failedReason") or None,
         stacktrace=[str(s) for s in stack] if isinstance(stack, list) else [str(stack)],
         return_value=_json(raw.get("returnvalue"), None, False),

@@ -86,7 +86,8 @@ class Outcomes:
     async def completed(self, job: Job, result: Any, packed: bytes) -> Job | None:
         """Record a success; returns the next job when ``fetchNext`` found one."""
         try:
-            value = json.dumps(result, separators=(",", ":"), allow_nan=False)
+            value = "null" if result is None else json.dumps(
+                result, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as exc:
             error = TypeError(f"the return value of job {job.id} is not JSON-serialisable: {exc}")
             return await self.failed(job, error, packed)

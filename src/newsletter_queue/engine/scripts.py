@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,9 +30,10 @@ from importlib import resources
 from typing import Any
 
 import hiredis
+from redis._parsers import BaseParser  # its error-reply → exception mapping
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import InvalidResponse, NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..connection import AnyRedis
@@ -89,12 +89,23 @@ async def run_script(
 class ScriptLane:
     """Runs scripts on one pipelined connection with hiredis-packed commands.
 
-    Calls made in the same event-loop turn are written together (one ``send``), and a
-    reader task hands replies to callers in order — what ioredis' auto-pipelining does
-    for Node BullMQ. With 100 slots finishing jobs, one syscall carries dozens of
-    ``moveToFinished`` calls instead of one each. Redis runs scripts one at a time
-    anyway, so sharing a connection costs no parallelism; the blocking ``BZPOPMIN`` has
-    its own connection.
+    Calls made in the same event-loop turn are written together (one ``send``), as
+    ioredis' auto-pipelining does for Node BullMQ: with 100 slots finishing jobs, one
+    syscall carries dozens of ``moveToFinished`` calls instead of one each. A call made
+    while nothing else is outstanding is written at once (one job at a time does not
+    wait for the loop's next turn), and a turn's batch is cut every ``BATCH_CUT`` calls
+    so that Redis starts on the first calls while the worker is still finishing the
+    rest (without the cut, ten slots and Redis took turns: each waited for the other).
+    Replies are read in raw chunks and parsed by hiredis; every complete reply in a
+    chunk is handed to its caller before the next read. Redis runs scripts one at a
+    time anyway, so sharing a connection costs no parallelism; the blocking
+    ``BZPOPMIN`` has its own connection.
+
+    The connection itself is made by redis-py from the client's pool settings (URL,
+    AUTH, TLS, client name); after its handshake the lane writes to and reads from its
+    streams directly. redis-py's per-command path (``send_packed_command`` and
+    ``read_response``: a timeout context, a drain and a parser call per reply) cost
+    more than the job it carried at one job at a time.
 
     Failure handling: a connection error fails every call in flight (callers wait on
     the worker's ``Health`` and retry) and the next call opens a new connection. The
@@ -103,11 +114,12 @@ class ScriptLane:
     replies stop coming for ``timeout_s`` (a dead peer that never sends a FIN).
 
     Args:
-        client: the command client whose pool settings (URL, auth, TLS, client name)
-            the lane's connection copies. Cluster clients are used as they are,
-            through ``execute_command``.
+        client: the command client whose pool settings the lane's connection copies.
+            Cluster clients are used as they are, through ``execute_command``.
         timeout_s: how long replies may stall before the connection is declared dead.
     """
+
+    BATCH_CUT = 4  # calls of one turn written together before the next write starts
 
     def __init__(self, client: AnyRedis, *, timeout_s: float = 10.0) -> None:
         self.client = client
@@ -115,11 +127,12 @@ class ScriptLane:
         self._pool: ConnectionPool | None = pool if isinstance(pool, ConnectionPool) else None
         self._timeout_s = timeout_s
         self._conn: AbstractConnection | None = None
+        self._transport: asyncio.BaseTransport | None = None
         self._outbox: list[bytes] = []
+        # Every call not yet answered, oldest first; the last len(_outbox) are unwritten.
         self._pending: deque[asyncio.Future[Any]] = deque()
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._flush_soon: asyncio.Handle | None = None
+        self._connecting: asyncio.Task[None] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._replies = 0
         self._closed = False
@@ -138,73 +151,84 @@ class ScriptLane:
     def _call(self, command: tuple[Any, ...]) -> asyncio.Future[Any]:
         if self._closed:
             raise RedisConnectionError("the script lane is closed")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._outbox.append(hiredis.pack_command(command))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        outbox = self._outbox
+        outbox.append(hiredis.pack_command(command))
         self._pending.append(future)
-        if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(
-                self._write_forever(), name="nlq-lane-writer")
-        self._wake.set()
+        if self._transport is None:
+            if self._connecting is None:
+                self._connecting = loop.create_task(self._connect(), name="nlq-lane-connect")
+        elif len(self._pending) == 1 or len(outbox) >= self.BATCH_CUT:
+            self._flush()  # Redis is idle, or this turn's batch is long enough to start
+        elif self._flush_soon is None:
+            self._flush_soon = loop.call_soon(self._flush)
         return future
 
-    async def _write_forever(self) -> None:
-        while not self._closed:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._outbox:
-                continue
-            conn: AbstractConnection | None = None
-            try:
-                conn = self._conn or await self._connect()
-                batch, self._outbox = self._outbox, []
-                self.batches += 1
-                await conn.send_packed_command(batch, check_health=False)
-                self._arm_watchdog()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._reset(conn, exc)
+    def _flush(self) -> None:
+        """Write the calls not yet written (synchronously: the transport buffers)."""
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
+        transport = self._transport
+        if transport is None or not self._outbox:
+            return
+        batch, self._outbox = self._outbox, []
+        self.batches += 1
+        try:
+            transport.write(b"".join(batch))  # type: ignore[attr-defined]
+        except Exception as exc:  # a transport already closing: the reader reports it
+            self._reset(self._conn, exc)
+            return
+        self._arm_watchdog()
 
-    async def _connect(self) -> AbstractConnection:
+    async def _connect(self) -> None:
         assert self._pool is not None
         conn: AbstractConnection = self._pool.make_connection()  # type: ignore[no-untyped-call]
         try:
             await conn.connect()  # type: ignore[no-untyped-call]  # AUTH, SETNAME, …
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await conn.disconnect(nowait=True)
-            raise
-        # From here on the watchdog bounds stalls; a per-write timeout would cost a task
-        # per batch (asyncio.wait_for) for nothing.
-        conn.socket_timeout = None
-        self.connects += 1
-        self._conn = conn
-        self._reader = asyncio.get_running_loop().create_task(
-            self._read_forever(conn), name="nlq-lane-reader")
-        return conn
-
-    async def _read_forever(self, conn: AbstractConnection) -> None:
-        try:
-            while True:
-                try:
-                    reply: Any = await conn.read_response(timeout=math.inf)
-                    error: BaseException | None = None
-                except ResponseError as exc:  # an error *reply*: the stream is intact
-                    reply, error = None, exc
-                self._replies += 1
-                if not self._pending:
-                    raise RedisConnectionError("reply without a pending call")
-                future = self._pending.popleft()
-                if future.done():  # its caller was cancelled; the reply is consumed anyway
-                    continue
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(reply)
+            reader = conn._reader  # the streams redis-py connected
+            writer = conn._writer
+            if reader is None or writer is None or writer.transport.is_closing():
+                raise RedisConnectionError("the connection closed while connecting")
         except asyncio.CancelledError:
+            self._connecting = None
+            await _disconnect(conn)
             raise
         except Exception as exc:
-            self._reset(conn, exc)
+            self._connecting = None
+            await _disconnect(conn)
+            self._reset(None, exc)
+            return
+        self._connecting = None
+        if self._closed:
+            await _disconnect(conn)
+            return
+        self.connects += 1
+        transport = writer.transport
+        self._conn, self._transport = conn, transport
+        # From here on the transport feeds the lane's parser directly: the replies of a
+        # read reach their callers in the same loop turn (a reader task would add one).
+        protocol = _LaneProtocol(self, conn, _reply_parser(conn))
+        transport.set_protocol(protocol)
+        leftover = bytes(getattr(reader, "_buffer", b""))  # read past the handshake
+        if leftover:
+            protocol.data_received(leftover)
+        self._flush()
+
+    def _on_replies(self, parser: hiredis.Reader) -> None:
+        pending = self._pending
+        while (reply := parser.gets()) is not False:
+            self._replies += 1
+            if not pending:
+                raise RedisConnectionError("reply without a pending call")
+            future = pending.popleft()
+            if future.done():  # its caller was cancelled; the reply is consumed anyway
+                continue
+            if isinstance(reply, ResponseError):  # an error *reply*: the stream is intact
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
 
     def _arm_watchdog(self) -> None:
         if self._watchdog is None and self._pending:
@@ -225,10 +249,10 @@ class ScriptLane:
         """Drop ``conn`` and fail every call in flight with ``exc``."""
         if conn is not None and conn is not self._conn:
             return  # an old connection: already reset
-        self._conn = None
-        reader, self._reader = self._reader, None
-        if reader is not None and reader is not asyncio.current_task():
-            reader.cancel()
+        self._conn = self._transport = None
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
         pending, self._pending = self._pending, deque()
         self._outbox = []
         if not isinstance(exc, RedisError | OSError):
@@ -244,17 +268,51 @@ class ScriptLane:
         self._closed = True
         conn = self._conn
         self._reset(conn, RedisConnectionError("the script lane is closed"))
-        for task in (self._writer, self._reader):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        self._writer = self._reader = None
+        task, self._connecting = self._connecting, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
         if conn is not None:
             await _disconnect(conn)
+
+
+class _LaneProtocol(asyncio.Protocol):
+    """The lane's side of its connection's transport: replies in, loss reported."""
+
+    def __init__(self, lane: ScriptLane, conn: AbstractConnection,
+                 parser: hiredis.Reader) -> None:
+        self.lane = lane
+        self.conn = conn
+        self.parser = parser
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed(data)
+        try:
+            self.lane._on_replies(self.parser)
+        except Exception as exc:  # a protocol error, or a reply nobody asked for
+            self.lane._reset(self.conn, exc)
+
+    def eof_received(self) -> bool:
+        return False  # close the transport: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lane._reset(self.conn, exc or RedisConnectionError("Redis closed the connection"))
+
+
+def _reply_parser(conn: AbstractConnection) -> hiredis.Reader:
+    """A hiredis reader that decodes as ``conn`` would and makes error replies the
+    exceptions redis-py raises for them (``NoScriptError``, ``BusyLoadingError`` …)."""
+    encoder = conn.encoder
+    kwargs: dict[str, Any] = {"protocolError": InvalidResponse,
+                              "replyError": BaseParser.parse_error}
+    if encoder.decode_responses:
+        kwargs["encoding"] = encoder.encoding
+        kwargs["errors"] = encoder.encoding_errors
+    return hiredis.Reader(**kwargs)
 
 
 async def _disconnect(conn: AbstractConnection) -> None:
