@@ -95,6 +95,18 @@ async def proxy(redis_url: str) -> AsyncIterator[HoldingProxy]:
     await holding.stop()
 
 
+@contextlib.asynccontextmanager
+async def lane_through(proxy: HoldingProxy, timeout_s: float) -> AsyncIterator[ScriptLane]:
+    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{proxy.port}",
+                                     decode_responses=True)
+    script_lane = ScriptLane(client, timeout_s=timeout_s)
+    try:
+        yield script_lane
+    finally:
+        await script_lane.close()
+        await client.aclose()
+
+
 @pytest.fixture
 async def lane(redis_url: str) -> AsyncIterator[ScriptLane]:
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
@@ -139,11 +151,8 @@ async def test_an_error_reply_fails_only_its_own_call(lane: ScriptLane, prefix: 
 
 async def test_a_connection_cut_with_calls_in_flight_fails_them_and_is_replaced(
         redis_url: str, proxy: HoldingProxy, prefix: str) -> None:
-    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{proxy.port}",
-                                     decode_responses=True)
-    lane = ScriptLane(client, timeout_s=30)
     write = _script("redis.call('SET', KEYS[1], ARGV[1]) return ARGV[1]")
-    try:
+    async with lane_through(proxy, timeout_s=30) as lane:
         assert await lane.run(write, [f"{prefix}:first"], ["1"]) == "1"
         proxy.replies.clear()  # Redis answers; the proxy keeps the answers
         proxy.forwarded.clear()
@@ -162,18 +171,12 @@ async def test_a_connection_cut_with_calls_in_flight_fails_them_and_is_replaced(
             assert await direct.get(f"{prefix}:second") == "2"
         finally:
             await direct.aclose()
-    finally:
-        await lane.close()
-        await client.aclose()
 
 
 async def test_a_silent_connection_is_declared_dead_by_the_watchdog(
         proxy: HoldingProxy, prefix: str) -> None:
-    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{proxy.port}",
-                                     decode_responses=True)
-    lane = ScriptLane(client, timeout_s=0.5)
     echo = _script("return ARGV[1]")
-    try:
+    async with lane_through(proxy, timeout_s=0.5) as lane:
         assert await lane.run(echo, [f"{prefix}:k"], ["up"]) == "up"
         proxy.replies.clear()
         with pytest.raises(RedisTimeoutError, match="no reply from Redis"):
@@ -181,9 +184,6 @@ async def test_a_silent_connection_is_declared_dead_by_the_watchdog(
         proxy.replies.set()
         assert await lane.run(echo, [f"{prefix}:k"], ["back"]) == "back"
         assert lane.connects == 2
-    finally:
-        await lane.close()
-        await client.aclose()
 
 
 async def test_a_closed_lane_refuses_calls_and_fails_those_in_flight(
