@@ -238,7 +238,10 @@ async def ceiling_role(url: str, campaign: str, start: int, count: int,
     compiled = CompiledCampaign(TENANT, campaign, CONTENT, default_from=settings.mail_from,
                                 links=Links.from_settings(settings))
     rows = _rows(campaign, start + count)[start:]
-    messages = [(r["email"], compiled.render(Recipient.model_validate(r))[1]) for r in rows]
+    recipients = [Recipient.model_validate(r) for r in rows]
+    render_cpu = time.process_time()
+    messages = [(r.email, compiled.render(r)[1]) for r in recipients]
+    render_cpu = time.process_time() - render_cpu
     pool: SmtpPool | AiosmtplibPool = (
         SmtpPool(url, size=settings.smtp_pool_size, timeout=settings.smtp_timeout_s)
         if client == "ours" else AiosmtplibPool(url, settings.smtp_pool_size))
@@ -247,16 +250,20 @@ async def ceiling_role(url: str, campaign: str, start: int, count: int,
                            for _ in range(settings.smtp_pool_size)))
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    began = time.time()
+    began, send_cpu = time.time(), time.process_time()
     in_flight = settings.smtp_pool_size * 12  # like 5 batches' chunks of 20 at once
     for at in range(0, len(messages), in_flight):
         await asyncio.gather(*(pool.send(sender, email, message)
                                for email, message in messages[at:at + in_flight]))
-    print(json.dumps({"start": began, "end": time.time()}), flush=True)
+    print(json.dumps({"start": began, "end": time.time(),
+                      "send_cpu": time.process_time() - send_cpu, "render_cpu": render_cpu}),
+          flush=True)
     await pool.close()
 
 
-def run_ceiling(sink: Sink, processes: int, recipients: int, client: str) -> float:
+def run_ceiling(sink: Sink, processes: int, recipients: int, client: str
+                ) -> dict[str, float]:
+    """One ceiling run: msgs/s, and the CPU (µs a message) of sending and of rendering."""
     campaign = f"ceiling-{uuid.uuid4().hex[:6]}"
     share = -(-recipients // processes)
     procs = [_spawn(["--role", "ceiling", "--client", client, "--url", sink.url,
@@ -274,7 +281,9 @@ def run_ceiling(sink: Sink, processes: int, recipients: int, client: str) -> flo
     for proc in procs:
         proc.wait(30)
     seconds = max(s["end"] for s in spans) - min(s["start"] for s in spans)
-    return recipients / seconds
+    return {"rate": round(recipients / seconds, 1),
+            "send_cpu_us": round(sum(s["send_cpu"] for s in spans) / recipients * 1e6, 1),
+            "render_cpu_us": round(sum(s["render_cpu"] for s in spans) / recipients * 1e6, 1)}
 
 
 # --- the path: worker processes -----------------------------------------------------------
@@ -338,11 +347,17 @@ async def run_path(sink: Sink, processes: int, recipients: int, batch_size: int,
                                                    batch_size)
         await _until_sent(CampaignLedger(client, prefix, TENANT, "warmup"), warmup, 120)
         rows = _rows("c1", recipients)
+        cpu_before = [_cpu_seconds(proc.pid) for proc in procs]
+        redis_before = await _redis_cpu_seconds(client)
+        sink_before = _cpu_seconds(sink.proc.pid)
         started = time.perf_counter()
         await manager.schedule_batch_email_sending("c1", TENANT, rows, batch_size)
         sent = await _until_sent(CampaignLedger(client, prefix, TENANT, "c1"), recipients,
                                  timeout_s)
         seconds = time.perf_counter() - started
+        cpu = sum(_cpu_seconds(proc.pid) for proc in procs) - sum(cpu_before)
+        redis_cpu = await _redis_cpu_seconds(client) - redis_before
+        sink_cpu = _cpu_seconds(sink.proc.pid) - sink_before
         await _settle(sink, warmup + recipients)
     finally:
         for proc in procs:
@@ -353,7 +368,26 @@ async def run_path(sink: Sink, processes: int, recipients: int, batch_size: int,
         await delete_prefix(await manager.client(), prefix)
         await manager.close()
     return {"rate": round(sent / seconds, 1), "sent": sent, "warmup": warmup,
-            "rows": [r["email"] for r in rows]}
+            "rows": [r["email"] for r in rows],
+            "cpu_us": round(cpu / max(sent, 1) * 1e6, 1),
+            "busy": round(cpu / seconds / len(procs), 2),
+            "redis_cpu_us": round(redis_cpu / max(sent, 1) * 1e6, 1),
+            "sink_cpu_us": round(sink_cpu / max(sent, 1) * 1e6, 1)}
+
+
+async def _redis_cpu_seconds(client: Any) -> float:
+    """The Redis server's own CPU time so far (``INFO cpu``), whatever else it serves."""
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _until_sent(ledger: CampaignLedger, expected: int, timeout_s: float) -> int:
@@ -519,18 +553,29 @@ def main() -> None:
         ceiling: list[float] = []
         ceiling_aiosmtplib: list[float] = []
         path: list[float] = []
+        cpu_us: list[float] = []
+        busy: list[float] = []
+        others: dict[str, list[float]] = {"redis_cpu_us": [], "sink_cpu_us": []}
         duplicates = missing = 0
         clients = [("ours", ceiling)]
         if importlib.util.find_spec("aiosmtplib") is not None:  # the test extra has it
             clients.append(("aiosmtplib", ceiling_aiosmtplib))
+        ceiling_cpu: dict[str, list[float]] = {"send_cpu_us": [], "render_cpu_us": []}
         for _ in range(args.rounds):
             for client, rates in clients:
                 with _sink(kind, binary, workdir) as sink:
-                    rates.append(round(run_ceiling(sink, args.processes, args.recipients,
-                                                   client), 1))
+                    measured = run_ceiling(sink, args.processes, args.recipients, client)
+                rates.append(measured["rate"])
+                if client == "ours":
+                    for name, values in ceiling_cpu.items():
+                        values.append(measured[name])
                 _log(f"  ceiling ({client}): {rates[-1]} msgs/s")
             run = _path_run(args, kind, binary, workdir, 0)
             path.append(run["rate"])
+            cpu_us.append(run["cpu_us"])
+            busy.append(run["busy"])
+            for name, values in others.items():
+                values.append(run[name])
             duplicates += run["duplicates"]
             missing += run["missing"]
             _log(f"  path: {run['rate']} emails/s")
@@ -539,6 +584,17 @@ def main() -> None:
             "counted": ("duplicates by the sink's message count, missing by the ledger"
                         if kind == "smtp-sink" else "both per recipient at the sink"),
             "ceiling": ceiling, "ceiling_aiosmtplib": ceiling_aiosmtplib, "path": path,
+            "path_cpu_us_per_email": cpu_us, "path_busy": busy,
+            "redis_cpu_us_per_email": others["redis_cpu_us"],
+            "sink_cpu_us_per_email": others["sink_cpu_us"],
+            "ceiling_send_cpu_us": ceiling_cpu["send_cpu_us"],
+            "render_cpu_us": ceiling_cpu["render_cpu_us"],
+            # The path renders and sends: with nothing else costing anything, one
+            # process could reach at most this share of the ceiling.
+            "render_and_send_bound": round(min(1.0, 1e6 / (
+                statistics.median(ceiling_cpu["send_cpu_us"])
+                + statistics.median(ceiling_cpu["render_cpu_us"]))
+                / statistics.median(ceiling)), 3),
             "duplicates": duplicates, "missing": missing,
             "ratio": round(statistics.median(path) / statistics.median(ceiling), 3),
             "client_gain": round(statistics.median(ceiling)

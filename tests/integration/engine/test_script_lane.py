@@ -43,6 +43,7 @@ class HoldingProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self.server: asyncio.Server | None = None
         self.port = 0
+        self.url = ""  # the Redis URL that goes through the proxy
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
@@ -91,14 +92,17 @@ async def proxy(redis_url: str) -> AsyncIterator[HoldingProxy]:
         pytest.skip(f"the proxy forwards plain TCP; the suite's Redis is {parts.scheme}")
     holding = HoldingProxy(parts.hostname or "127.0.0.1", parts.port)
     await holding.start()
+    # The same credentials and database, through the proxy's port.
+    userinfo = parts.netloc.rpartition("@")[0]
+    holding.url = parts._replace(netloc=(f"{userinfo}@" if userinfo else "")
+                                 + f"127.0.0.1:{holding.port}").geturl()
     yield holding
     await holding.stop()
 
 
 @contextlib.asynccontextmanager
 async def lane_through(proxy: HoldingProxy, timeout_s: float) -> AsyncIterator[ScriptLane]:
-    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{proxy.port}",
-                                     decode_responses=True)
+    client = aioredis.Redis.from_url(proxy.url, decode_responses=True)
     script_lane = ScriptLane(client, timeout_s=timeout_s)
     try:
         yield script_lane
