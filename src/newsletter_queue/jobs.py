@@ -297,9 +297,13 @@ def field_errors(exc: ValidationError, model: type[BaseModel]) -> list[FieldErro
 
 
 def validate_job(
-    model: type[JobModel], data: Any, limits: JobLimits | None = None
+    model: type[JobModel], data: Any, limits: JobLimits | None = None, *,
+    size: int | None = None,
 ) -> JobModel:
     """Validate ``data`` (a model, a camelCase or snake_case dict) against ``model``.
+
+    ``size``: the bytes of ``data`` as stored, when the caller knows them (a worker's
+    job does); otherwise the validated model is serialised to count them.
 
     Raises:
         JobValidationError: listing every invalid field and any cap exceeded.
@@ -320,7 +324,8 @@ def validate_job(
             f"{len(obj.recipients)} recipients; at most {limits.max_recipients_per_job} "
             "per job (use schedule_batch_email_sending for campaigns)",
         ))
-    size = payload_size(obj)
+    if size is None:
+        size = payload_size(obj)
     if size > limits.max_payload_bytes:
         problems.append(FieldError(
             "(root)", f"payload is {size} bytes; at most {limits.max_payload_bytes}"

@@ -133,6 +133,15 @@ def test_payload_cap_counts_stored_bytes() -> None:
     assert validate_job(EmailJobData, data, JobLimits(max_payload_bytes=size))
 
 
+def test_payload_cap_takes_the_stored_size_when_the_caller_knows_it() -> None:
+    # A worker passes the bytes of the job hash's JSON (another producer may have stored
+    # it with more whitespace than our own serialisation would count).
+    with pytest.raises(JobValidationError, match="payload is 5000 bytes; at most 4999"):
+        validate_job(EmailJobData, SEED_EMAIL, JobLimits(max_payload_bytes=4999), size=5000)
+    assert validate_job(EmailJobData, SEED_EMAIL, JobLimits(max_payload_bytes=5000),
+                        size=5000)
+
+
 def test_default_payload_cap_is_512_kib() -> None:
     assert JobLimits().max_payload_bytes == 512 * 1024
 

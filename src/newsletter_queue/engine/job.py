@@ -77,6 +77,7 @@ class Job:
     """
 
     __slots__ = (
+        "_data_json",
         "_released",
         "_stacktrace",
         "_worker",
@@ -107,6 +108,7 @@ class Job:
         self.id = job_id
         self.token = token
         parsed = parse_job_hash(raw, strict=True)
+        self._data_json: str | None = raw.get("data")
         self.name = parsed.name
         self.data: Any = parsed.data
         self.opts: dict[str, Any] = {_OPTS_DECODE.get(k, k): v for k, v in parsed.opts.items()}
@@ -126,6 +128,12 @@ class Job:
 
     def __repr__(self) -> str:
         return f"<Job {self.queue}:{self.id} name={self.name!r} attempt={self.attempt}>"
+
+    @property
+    def data_bytes(self) -> int:
+        """Bytes of the data's JSON as stored in the job hash (what the payload caps
+        count), without encoding the data again."""
+        return len(self._data_json.encode()) if self._data_json else 0
 
     @property
     def attempt(self) -> int:

@@ -84,6 +84,9 @@ log = logging.getLogger(__name__)
 
 _MAX_INLINE_WAIT_MS = 1000  # per job, across its chunks
 PAUSE_RECHECK_MS = 15_000  # a parked batch of a paused campaign looks again after this
+# Recipients per chunk: the campaign's state, the ledger claim, the send rate and the
+# counters are visited once per chunk. At 50, those visits cost about a tenth of the path.
+CHUNK_SIZE = 50
 
 
 
@@ -126,7 +129,7 @@ class EmailProcessor:
         lifecycle: CampaignLifecycle | None = None,
         breaker: CircuitBreaker | None = None,
         wake: Callable[[str], Awaitable[object]] | None = None,
-        chunk_size: int = 20,
+        chunk_size: int = CHUNK_SIZE,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -157,7 +160,8 @@ class EmailProcessor:
     # --- the processor -----------------------------------------------------------------
     async def __call__(self, job: Any) -> dict[str, Any]:
         try:
-            data = validate_job(EmailJobData, job.data, self.settings.job_limits)
+            data = validate_job(EmailJobData, job.data, self.settings.job_limits,
+                                size=getattr(job, "data_bytes", None))
         except JobValidationError as exc:
             raise UnrecoverableError(str(exc)) from None
         # Transactional mail (inline content) is not a managed campaign: no state, no

@@ -27,7 +27,7 @@ from tests.support.postgres import BOTH_STORES
 
 pytestmark = BOTH_STORES  # each test on SQLite and on PostgreSQL
 
-BATCHES, BATCH = 4, 100  # 5 chunks of 20 per batch: each batch passes the gate 5 times
+BATCHES, BATCH = 4, 100  # 2 chunks of 50 per batch: each batch passes the gate twice
 ALL = [f"reader{i}@example.com" for i in range(BATCHES * BATCH)]
 
 
