@@ -37,6 +37,15 @@ stdout line is one JSON object::
 nothing beyond its transport); ``client_gain`` is our client's ceiling over
 aiosmtplib's.
 
+Where the time goes, from the same runs: ``path_cpu_us_per_email`` (the worker
+processes' CPU, from ``/proc``, over the timed window), ``path_busy`` (their share of a
+core), ``redis_cpu_us_per_email`` (``INFO cpu``) and ``sink_cpu_us_per_email``;
+``ceiling_send_cpu_us`` and ``render_cpu_us`` (a ceiling process sending, and rendering
+before its clock). Two bounds follow from them: ``render_and_send_bound``, the ratio one
+process could reach if nothing but rendering and sending cost anything, and
+``two_process_bound`` (one-process runs), how much faster than one CPU-bound process two
+could be on this machine's cores, which Redis and the sink share.
+
 ``--suppression-effect`` measures the suppression check instead: path runs with the check
 off and with it on against ``--listed`` other addresses of the tenant (none a recipient,
 so both send the same mail), interleaved, and prints ``{"without": […], "with": […],
@@ -595,6 +604,12 @@ def main() -> None:
                 statistics.median(ceiling_cpu["send_cpu_us"])
                 + statistics.median(ceiling_cpu["render_cpu_us"]))
                 / statistics.median(ceiling)), 3),
+            # On a machine of ``cores`` CPUs shared with Redis and the sink, two worker
+            # processes can go at most this much faster than one that is CPU-bound.
+            "two_process_bound": round(min(2, os.cpu_count() or 1) * statistics.median(
+                cpu_us) / (statistics.median(cpu_us) + statistics.median(
+                    others["redis_cpu_us"]) + statistics.median(others["sink_cpu_us"])), 3)
+            if args.processes == 1 else None,
             "duplicates": duplicates, "missing": missing,
             "ratio": round(statistics.median(path) / statistics.median(ceiling), 3),
             "client_gain": round(statistics.median(ceiling)

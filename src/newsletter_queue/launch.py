@@ -104,6 +104,8 @@ class WorkerServices:
         return self
 
     async def close(self) -> None:
+        if self.email is not None:
+            await self.email.close()
         if self.pool is not None:
             await self.pool.close()
         if self.provider is not None:

@@ -100,6 +100,7 @@ async def _outage_after_accept(
             ledger = CampaignLedger(client, PREFIX, TENANT, "c1")
             statuses = [await ledger.status(e) for e in emails]
         finally:
+            await processor.close()
             await pool.close()
             await client.aclose()
         sink = await stage.sink.stop()

@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ..connection import AnyRedis
 from ..keyspace import campaign_key
+
+if TYPE_CHECKING:
+    from ..engine.scripts import ScriptLane
 
 CampaignState = Literal["draft", "scheduled", "sending", "paused", "cancelled", "completed"]
 CAMPAIGN_STATES: tuple[CampaignState, ...] = (
@@ -139,11 +142,13 @@ class Snapshot:
 
 
 class CampaignControl:
-    """The state, counters and rate of one campaign."""
+    """The state, counters and rate of one campaign. The worker side's scripts run on
+    ``scripts`` when given (a worker's pipelined lane), else on ``client``."""
 
     def __init__(self, client: AnyRedis, key_prefix: str, tenant_id: str,
-                 campaign_id: str) -> None:
+                 campaign_id: str, *, scripts: ScriptLane | None = None) -> None:
         self.client = client
+        self._scripts = client if scripts is None else scripts
         base = campaign_key(key_prefix, tenant_id, campaign_id)
         self.state_key = f"{base}:state"
         self.counts_key = f"{base}:counts"
@@ -156,7 +161,7 @@ class CampaignControl:
     async def gate(self) -> str:
         """Before a chunk: the stored state (``''`` if none). Unless it is ``paused`` or
         ``cancelled``, records the start time and turns *scheduled* into *sending*."""
-        script = self.client.register_script(_GATE)
+        script = self._scripts.register_script(_GATE)
         return str(await script(keys=[self.state_key], args=[_now_ms(), TTL_S]) or "")
 
     async def record_chunk(self, sent: int, bounced: int, failed: int,
@@ -164,7 +169,7 @@ class CampaignControl:
         """After a chunk: add its outcomes to the counters and the rate."""
         if sent or bounced or failed or suppressed:
             window = int(time.time()) // RATE_WINDOW_S
-            script = self.client.register_script(_RECORD)
+            script = self._scripts.register_script(_RECORD)
             await script(keys=[self.counts_key, self.rate_key],
                          args=[sent, bounced, failed, suppressed, window, _RATE_WINDOWS,
                                TTL_S])

@@ -61,7 +61,23 @@ class LuaScript:
     name: str
     source: str
     sha: str
-    num_keys: int
+    num_keys: int  # -1: any number
+
+
+class LaneScript:
+    """A Lua script run through a ``ScriptLane``, called as redis-py's registered scripts
+    are (``await script(keys=[…], args=[…])``), so the services that take either client
+    call it the same way."""
+
+    __slots__ = ("lane", "script")
+
+    def __init__(self, lane: ScriptLane, source: str) -> None:
+        self.lane = lane
+        sha = hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
+        self.script = LuaScript("registered", source, sha, -1)
+
+    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        return await self.lane.run(self.script, [str(k) for k in keys], args)
 
 
 @cache
@@ -78,7 +94,7 @@ async def run_script(
     client: AnyRedis, script: LuaScript, keys: Sequence[str], args: Sequence[Any]
 ) -> Any:
     """``EVALSHA`` ``script`` with ``keys`` and ``args``; ``EVAL`` on ``NOSCRIPT``."""
-    if len(keys) != script.num_keys:  # a programming error, caught in tests
+    if script.num_keys >= 0 and len(keys) != script.num_keys:  # a bug, caught in tests
         raise ValueError(f"{script.name} takes {script.num_keys} keys, got {len(keys)}")
     try:
         return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -136,8 +152,16 @@ class ScriptLane:
         self._watchdog: asyncio.TimerHandle | None = None
         self._replies = 0
         self._closed = False
+        self._registered: dict[str, LaneScript] = {}
         self.connects = 0
         self.batches = 0
+
+    def register_script(self, source: str) -> LaneScript:
+        """``source`` as a callable script on this lane (one object per source)."""
+        script = self._registered.get(source)
+        if script is None:
+            script = self._registered[source] = LaneScript(self, source)
+        return script
 
     async def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """``EVALSHA`` (``EVAL`` on ``NOSCRIPT``) through the pipeline."""

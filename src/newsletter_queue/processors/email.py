@@ -47,6 +47,7 @@ from ..campaigns import CampaignControl, CampaignLifecycle
 from ..config import Settings
 from ..connection import AnyRedis
 from ..engine.errors import DelayedError, RateLimited, UnrecoverableError
+from ..engine.scripts import ScriptLane
 from ..errors import JobValidationError
 from ..jobs import EmailJobData, Recipient, validate_job
 from ..keyspace import SMTP_BREAKER
@@ -140,13 +141,17 @@ class EmailProcessor:
         self.links = Links.from_settings(settings)
         self.bounces = BounceAddresses.from_settings(settings, self.links.signer)
         self.wake = wake
+        # The chunks' script calls (state, claim, send rate, breaker, counters) share one
+        # pipelined connection: redis-py's per-command pool and parser cost more than
+        # the scripts themselves on this path.
+        self.scripts = ScriptLane(redis, timeout_s=settings.redis_command_timeout_s)
         self.lifecycle = lifecycle or CampaignLifecycle(redis, settings.key_prefix)
         self.breaker = breaker or CircuitBreaker(
             redis, settings.key_prefix, SMTP_BREAKER, threshold=settings.smtp_breaker_threshold,
-            cooldown_ms=settings.smtp_breaker_cooldown_ms)
+            cooldown_ms=settings.smtp_breaker_cooldown_ms, scripts=self.scripts)
         self.limiter = SendRateLimiter(
             redis, settings.key_prefix, global_rate=settings.emails_per_second,
-            tenant_rate=settings.emails_per_second_per_tenant)
+            tenant_rate=settings.emails_per_second_per_tenant, scripts=self.scripts)
         self.chunk_size = max(1, min(chunk_size, settings.emails_per_second_per_tenant))
         # A claim lives as long as the job's lock: if the worker dies, both expire.
         self.claim_ttl_ms = settings.queue_config("email").lock_duration_ms
@@ -156,6 +161,11 @@ class EmailProcessor:
         # re-run in this process must not claim those again (``sent.unrecorded``).
         self.sent = SentRecorder(redis)
         self.rows = RowWriter()
+
+    async def close(self) -> None:
+        """Close the connection of the chunks' script calls (the other clients are the
+        caller's)."""
+        await self.scripts.close()
 
     # --- the processor -----------------------------------------------------------------
     async def __call__(self, job: Any) -> dict[str, Any]:
@@ -167,7 +177,8 @@ class EmailProcessor:
         # Transactional mail (inline content) is not a managed campaign: no state, no
         # counters (and no keys left behind per receipt).
         control = None if data.content is not None else CampaignControl(
-            self.redis, self.settings.key_prefix, data.tenant_id, data.campaign_id)
+            self.redis, self.settings.key_prefix, data.tenant_id, data.campaign_id,
+            scripts=self.scripts)
         result = BatchResult()
         if control is not None and await self._stopped(job, control, result):
             return await self._cancelled(job, data, result)
@@ -177,7 +188,8 @@ class EmailProcessor:
             raise RateLimited(max(decision.retry_after_ms, 1))
 
         ledger = CampaignLedger(self.redis, self.settings.key_prefix, data.tenant_id,
-                                data.campaign_id, claim_ttl_ms=self.claim_ttl_ms)
+                                data.campaign_id, claim_ttl_ms=self.claim_ttl_ms,
+                                scripts=self.scripts)
         token = f"{job.id}:{job.attempts_made}:{uuid.uuid4().hex[:8]}"
         recipients = data.recipients
         total = len(recipients)

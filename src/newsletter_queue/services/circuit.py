@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ..connection import AnyRedis
 from ..keyspace import breaker_key
+
+if TYPE_CHECKING:
+    from ..engine.scripts import ScriptLane
 
 State = Literal["closed", "open", "half-open"]
 
@@ -104,6 +107,7 @@ class CircuitBreaker:
         cooldown_ms: int = 30_000,
         probe_ttl_ms: int = 30_000,
         probe_poll_ms: int = 1_000,
+        scripts: ScriptLane | None = None,
     ) -> None:
         if threshold < 1 or cooldown_ms < 1:
             raise ValueError("threshold and cooldown_ms must be positive")
@@ -114,9 +118,10 @@ class CircuitBreaker:
         self.cooldown_ms = cooldown_ms
         self.probe_ttl_ms = probe_ttl_ms
         self.probe_poll_ms = max(1, min(probe_poll_ms, probe_ttl_ms))
-        self._allow = client.register_script(_ALLOW)
-        self._failure = client.register_script(_FAILURE)
-        self._success = client.register_script(_SUCCESS)
+        host = client if scripts is None else scripts  # a worker's pipelined lane
+        self._allow = host.register_script(_ALLOW)
+        self._failure = host.register_script(_FAILURE)
+        self._success = host.register_script(_SUCCESS)
 
     async def allow(self) -> Decision:
         res = cast(list[Any], await self._allow(keys=[self.key],

@@ -16,10 +16,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from ..connection import AnyRedis
 from ..keyspace import send_rate_key
+
+if TYPE_CHECKING:
+    from ..engine.scripts import ScriptLane
 
 # KEYS: bucket hashes. ARGV[1] now_ms, ARGV[2] tokens wanted, ARGV[3..] rate per bucket.
 # Returns 0 when the tokens were taken from every bucket, else ms to wait.
@@ -54,14 +57,15 @@ class SendRateLimiter:
     """Emails per second, globally and per tenant."""
 
     def __init__(self, client: AnyRedis, key_prefix: str, *, global_rate: int,
-                 tenant_rate: int) -> None:
+                 tenant_rate: int, scripts: ScriptLane | None = None) -> None:
         if global_rate < 1 or tenant_rate < 1:
             raise ValueError("rates must be at least 1 per second")
         self.client = client
         self.prefix = send_rate_key(key_prefix)
         self.global_rate = global_rate
         self.tenant_rate = tenant_rate
-        self._take = client.register_script(_TAKE)
+        # On ``scripts`` when given (a worker's pipelined lane).
+        self._take = (client if scripts is None else scripts).register_script(_TAKE)
 
     def _keys(self, tenant_id: str) -> tuple[list[str], list[int]]:
         return ([f"{self.prefix}:global", f"{self.prefix}:tenant:{tenant_id}"],

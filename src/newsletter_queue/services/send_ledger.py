@@ -31,10 +31,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ..connection import AnyRedis
 from ..keyspace import ledger_key
+
+if TYPE_CHECKING:
+    from ..engine.scripts import ScriptLane
 
 # KEYS[1] ledger, KEYS[2] ledger meta. ARGV: now_ms, token, ttl_ms, ledger_ttl_s, emails...
 _CLAIM = """
@@ -104,18 +107,21 @@ class LedgerCounts:
 
 
 class CampaignLedger:
-    """The ledger of one campaign."""
+    """The ledger of one campaign. Its scripts run on ``scripts`` when given (a worker's
+    pipelined lane), else on ``client``."""
 
     def __init__(self, client: AnyRedis, key_prefix: str, tenant_id: str, campaign_id: str,
-                 *, claim_ttl_ms: int = 30_000, ttl_s: int = 30 * 24 * 3600) -> None:
+                 *, claim_ttl_ms: int = 30_000, ttl_s: int = 30 * 24 * 3600,
+                 scripts: ScriptLane | None = None) -> None:
         self.client = client
         base = ledger_key(key_prefix, tenant_id, campaign_id)
         self.key = base
         self.meta_key = f"{base}:meta"
         self.claim_ttl_ms = claim_ttl_ms
         self.ttl_s = ttl_s
-        self._claim = client.register_script(_CLAIM)
-        self._release = client.register_script(_RELEASE)
+        host = client if scripts is None else scripts
+        self._claim = host.register_script(_CLAIM)
+        self._release = host.register_script(_RELEASE)
 
     async def claim(self, token: str, emails: Sequence[str]) -> list[tuple[Claim, int]]:
         """Claim ``emails`` for the attempt ``token``.

@@ -90,7 +90,8 @@ class Pipeline:
 
 
 @pytest.fixture
-def make_pipeline(settings: Settings, redis_client: aioredis.Redis, pool: SmtpPool) -> Any:
+async def make_pipeline(settings: Settings, redis_client: aioredis.Redis,
+                        pool: SmtpPool) -> AsyncIterator[Any]:
     def make(**overrides: Any) -> Pipeline:
         s = settings.model_copy(update=overrides) if overrides else settings
         campaigns, recorded, completed = Campaigns(), Recorded(), []
@@ -101,6 +102,10 @@ def make_pipeline(settings: Settings, redis_client: aioredis.Redis, pool: SmtpPo
         lifecycle = CampaignLifecycle(redis_client, s.key_prefix, on_complete=on_complete)
         processor = EmailProcessor(s, redis_client, pool, campaigns, deliveries=recorded,
                                    lifecycle=lifecycle)
+        made.append(processor)
         return Pipeline(processor, campaigns, recorded, completed)
 
-    return make
+    made: list[EmailProcessor] = []
+    yield make
+    for processor in made:
+        await processor.close()

@@ -88,6 +88,7 @@ async def test_a_wrong_password_bounces_nobody_in_a_campaign_batch(
             with pytest.raises((TransientSendError, RateLimited)):
                 await processor(job)
         finally:
+            await processor.close()
             await pool.close()
         assert sink.handler.accepted == 0
         assert [d.status for d in recorded.rows if d.status == "bounced"] == []
