@@ -25,6 +25,9 @@ sink counts messages (``-c``): *duplicates* are the messages it got beyond one p
 recipient and *missing* are the recipients the ledger does not show sent. With the dev
 sink both are counted per recipient at the sink.
 
+Both kinds of process run on the event loop the product's own worker processes use
+(``eventloop``: uvloop where installed; ``NLQ_EVENT_LOOP=asyncio`` for asyncio's).
+
 Redis is REDIS_URL or the server the project would pick; each run has its own key prefix
 and a temporary SQLite store, deleted afterwards. Progress goes to stderr; the last
 stdout line is one JSON object::
@@ -82,7 +85,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from newsletter_queue import QueueManager, load_settings
+from newsletter_queue import QueueManager, eventloop, load_settings
 from newsletter_queue.campaigns import CampaignControl
 from newsletter_queue.config import Settings
 from newsletter_queue.connection import delete_prefix, resolve_redis_url
@@ -535,13 +538,14 @@ def main() -> None:
     parser.add_argument("--no-suppression-check", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "ceiling":
-        asyncio.run(ceiling_role(args.url, args.campaign, args.start, args.count,
-                                 _settings(), args.client))
+        settings = _settings()
+        eventloop.run(ceiling_role(args.url, args.campaign, args.start, args.count,
+                                   settings, args.client), settings.event_loop)
         return
     if args.role == "worker":
-        asyncio.run(worker_role(args.url, _settings(os.environ["NLQ_KEY_PREFIX"],
-                                                    Path(os.environ["NLQ_STATE_DIR"])),
-                                not args.no_suppression_check))
+        settings = _settings(os.environ["NLQ_KEY_PREFIX"], Path(os.environ["NLQ_STATE_DIR"]))
+        eventloop.run(worker_role(args.url, settings, not args.no_suppression_check),
+                      settings.event_loop)
         return
 
     # One Redis for every process of the run (an embedded one, if the project would start
@@ -600,6 +604,8 @@ def main() -> None:
             _log(f"  path: {run['rate']} emails/s")
         print(json.dumps({
             "processes": args.processes, "recipients": args.recipients, "sink": kind,
+            "event_loop": "uvloop" if eventloop.loop_factory(_settings().event_loop)
+            else "asyncio",
             "counted": ("duplicates by the sink's message count, missing by the ledger"
                         if kind == "smtp-sink" else "both per recipient at the sink"),
             "ceiling": ceiling, "ceiling_aiosmtplib": ceiling_aiosmtplib, "path": path,

@@ -24,6 +24,10 @@ Latency: 1,000 jobs are added 2 ms apart (from a producer thread with its own ev
 and connection) to an idle engine Worker; each job carries ``time.time()`` at enqueue
 and the processor subtracts it from ``time.time()`` when it starts.
 
+The benchmark process (both Python workers) runs on the event loop the product's worker
+processes use (``eventloop``: uvloop where installed; ``NLQ_EVENT_LOOP=asyncio`` for
+asyncio's); the JSON names it.
+
 Redis: ``REDIS_URL`` if set, else the server the project would pick
 (``resolve_redis_url(Settings())``). Progress goes to stderr; the last stdout line is one
 JSON object::
@@ -62,6 +66,7 @@ from typing import Any
 import bullmq
 import redis.asyncio as aioredis
 
+from newsletter_queue import eventloop
 from newsletter_queue.config import Settings, load_settings, mask_url
 from newsletter_queue.connection import delete_prefix, resolve_redis_url
 
@@ -370,6 +375,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                              for c, v in per.items()} for impl, per in bench.runs.items()}
     result["rounds"] = args.rounds
     result["node_runtime"] = node_note
+    result["event_loop"] = eventloop.loop_name()
     result["bullmq_py"] = bullmq.__version__
     result["redis"] = mask_url(url)
     return result
@@ -393,7 +399,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.jobs < 1 or args.rounds < 1:
         parser.error("--jobs and --rounds must be at least 1")
-    print(json.dumps(asyncio.run(main_async(args))))
+    print(json.dumps(eventloop.run(main_async(args), load_settings().event_loop)))
 
 
 if __name__ == "__main__":

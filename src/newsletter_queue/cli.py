@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from . import eventloop
 from .admin import QueueAdmin
 from .config import Settings, load_settings
 from .dev import DevTools, render_report
@@ -48,13 +50,30 @@ PortOpt = Annotated[int, typer.Option(help="Port of the API and dashboard.")]
 HEALTH_EXIT = {"healthy": 0, "warning": 1, "critical": 2}
 
 
-def _run(factory: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine; turn our errors into a one-line message and exit code 1."""
+def _run(factory: Callable[[], Awaitable[T]], settings: Settings | None = None) -> T:
+    """Run a coroutine; turn our errors into a one-line message and exit code 1. With
+    ``settings`` (the long-running commands) on the event loop they choose."""
     try:
+        if settings is not None:
+            _log_to_stderr(settings.log_level)
+            return eventloop.run(factory(), settings.event_loop)  # type: ignore[arg-type]
         return asyncio.run(factory())  # type: ignore[arg-type]
     except NewsletterQueueError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1) from None
+
+
+def _log_to_stderr(level: str) -> None:
+    """Logs of a long-running command go to standard error at ``level``, unless the
+    program embedding us configured logging already."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # aiosmtpd (the dev sink) logs every SMTP command at INFO, Alembic every step of
+        # every migration check: theirs only from WARNING on.
+        for chatty in ("mail.log", "alembic"):
+            logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 
 def _settings() -> Settings:
@@ -372,7 +391,7 @@ def up(
     launch = importlib.import_module("newsletter_queue.launch")
     settings = _settings()
     _check_bind(settings, host)
-    _run(lambda: launch.run_system(settings, host=host, port=port, demo=demo))
+    _run(lambda: launch.run_system(settings, host=host, port=port, demo=demo), settings)
 
 
 @app.command()
@@ -393,7 +412,7 @@ def worker(
     if concurrency is not None:
         settings = with_concurrency(settings, names, concurrency)
     launch = importlib.import_module("newsletter_queue.launch")
-    _run(lambda: launch.run_worker_process(settings, names))
+    _run(lambda: launch.run_worker_process(settings, names), settings)
 
 
 def with_concurrency(settings: Settings, names: list[str] | None, n: int) -> Settings:
@@ -411,7 +430,7 @@ def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
 
     settings = _settings()
     _check_bind(settings, host)
-    _run(lambda: serve_api(settings, host=host, port=port))
+    _run(lambda: serve_api(settings, host=host, port=port), settings)
 
 
 def _check_bind(settings: Settings, host: str) -> None:

@@ -244,6 +244,11 @@ class Settings(BaseSettings):
         default=2525, ge=0, le=65535, description="Port of the dev SMTP sink (0: any free)")
     shutdown_timeout_s: float = Field(
         default=30.0, gt=0, description="Grace period for active jobs on shutdown")
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        default="auto", description="Event loop of up/worker/api: uvloop when installed "
+        "(auto), required (uvloop) or asyncio's own")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level of up/worker/api (to standard error)")
     mail_from: str = "Newsletter <newsletter@localhost>"
     emails_per_second: PositiveInt = 2000
     emails_per_second_per_tenant: PositiveInt = 500

@@ -3,6 +3,7 @@ server and a ``worker`` process that processes jobs and stops on SIGTERM."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -108,8 +109,15 @@ def test_api_subprocess_serves_the_dev_api(env: dict[str, str], spawn: Any) -> N
 
 
 @pytest.mark.timeout(300)  # its waits add up to 180 s on a slow machine
+@pytest.mark.parametrize(("choice", "loop"), [
+    ("auto", "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"),
+    ("asyncio", "asyncio")])
 def test_worker_subprocess_processes_jobs_and_stops_on_sigterm(
-        env: dict[str, str], spawn: Any, redis_url: str, prefix: str) -> None:
+        env: dict[str, str], spawn: Any, redis_url: str, prefix: str, choice: str,
+        loop: str) -> None:
+    if sys.platform == "linux":  # a dependency there: the default loop of workers
+        assert importlib.util.find_spec("uvloop") is not None
+    env["NLQ_EVENT_LOOP"] = choice
     run(env, "perf", "--jobs", "20", "--queue", "analytics")
     proc = spawn("worker", "--queues", "analytics", "--concurrency", "4")
     with redis.Redis.from_url(redis_url, decode_responses=True) as client:
@@ -118,3 +126,8 @@ def test_worker_subprocess_processes_jobs_and_stops_on_sigterm(
         assert client.llen(f"{prefix}:analytics:wait") == 0
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
+    assert proc.stderr is not None
+    started = [line for line in proc.stderr.read().splitlines()
+               if "started on queue analytics" in line]
+    assert len(started) == 1, started
+    assert started[0].endswith(f", {loop} loop)"), started

@@ -44,6 +44,7 @@ from ..connection import (
     resolve_redis_url,
 )
 from ..errors import RedisUnavailableError
+from ..eventloop import loop_name
 from .commands import NextJob, QueueCommands
 from .errors import UnrecoverableError
 from .events import Hook, Hooks
@@ -201,9 +202,10 @@ class Worker:
         try:
             if await self._connect():
                 self._spawn_tasks()
-                log.info("worker %s started on queue %s at %s (Redis %s, %s)", self.name,
-                         self.queue, self._url, ".".join(map(str, self.server_version or ())),
-                         self.options.describe())
+                log.info("worker %s started on queue %s at %s (Redis %s, %s, %s loop)",
+                         self.name, self.queue, self._url,
+                         ".".join(map(str, self.server_version or ())),
+                         self.options.describe(), loop_name())
             await self._closed.wait()
         except asyncio.CancelledError:
             await asyncio.shield(self.close(timeout=0))
