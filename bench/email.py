@@ -464,9 +464,15 @@ async def lookup_cost(listed: int, workdir: Path) -> dict[str, float]:
 
 # --- processes --------------------------------------------------------------------------------
 def _settings(prefix: str = "nlqbench", state_dir: Path | None = None) -> Settings:
-    """The bench's settings: REDIS_URL as the parent resolved it, no send-rate limits."""
-    return load_settings(key_prefix=prefix, state_dir=state_dir or Path(tempfile.gettempdir()),
-                         emails_per_second=1_000_000, emails_per_second_per_tenant=1_000_000)
+    """The bench's settings: REDIS_URL as the parent resolved it, no send-rate limits —
+    neither per email nor the email queue's 50 batch jobs a second (5,000 emails a second
+    in batches of 100, which two processes reach)."""
+    settings = load_settings(key_prefix=prefix,
+                             state_dir=state_dir or Path(tempfile.gettempdir()),
+                             emails_per_second=1_000_000,
+                             emails_per_second_per_tenant=1_000_000)
+    email = settings.queue_config("email").model_copy(update={"rate_limit": None})
+    return settings.model_copy(update={"queues": {**settings.queues, "email": email}})
 
 
 def _spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
