@@ -27,6 +27,7 @@ from pydantic import (
     PositiveInt,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -301,6 +302,14 @@ class Settings(BaseSettings):
     dev_api: bool = Field(
         default=False, validation_alias=AliasChoices("NLQ_DEV_API", "dev_api")
     )
+
+    @field_validator("log_level", "event_loop", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any, info: ValidationInfo) -> Any:
+        """``info`` and ``INFO``, ``UVLOOP`` and ``uvloop`` alike."""
+        if not isinstance(value, str):
+            return value
+        return value.strip().upper() if info.field_name == "log_level" else value.strip().lower()
 
     @field_validator("redis_url")
     @classmethod

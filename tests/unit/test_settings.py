@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from newsletter_queue.config import mask_url
+from newsletter_queue.errors import NewsletterQueueError
 from tests.conftest import make_settings
 
 SECRETS = {
@@ -40,6 +41,17 @@ def test_twelve_factor_names_are_read() -> None:
     assert settings.ai_api_key is not None
     assert settings.api_token is not None
     assert settings.api_token.get_secret_value() == SECRETS["NLQ_API_TOKEN"]
+
+
+def test_log_level_and_event_loop_take_any_case_and_refuse_the_unknown(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NLQ_LOG_LEVEL", " warning")
+    monkeypatch.setenv("NLQ_EVENT_LOOP", "AsyncIO")
+    settings = make_settings()
+    assert (settings.log_level, settings.event_loop) == ("WARNING", "asyncio")
+    monkeypatch.setenv("NLQ_LOG_LEVEL", "loud")
+    with pytest.raises((ValidationError, NewsletterQueueError), match="log_level"):
+        make_settings()
 
 
 @pytest.mark.usefixtures("secret_env")

@@ -33,7 +33,7 @@ import hiredis
 from redis._parsers import BaseParser  # its error-reply → exception mapping
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, NoScriptError, RedisError, ResponseError
+from redis.exceptions import InvalidResponse, NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..connection import AnyRedis
@@ -64,6 +64,9 @@ class LuaScript:
     num_keys: int  # -1: any number
 
 
+_RETRY_PAUSES_S = (0.05, 0.1)  # then a last try: as redis-py's ExponentialBackoff(0.05)
+
+
 class LaneScript:
     """A Lua script run through a ``ScriptLane``, called as redis-py's registered scripts
     are (``await script(keys=[…], args=[…])``), so the services that take either client
@@ -77,7 +80,15 @@ class LaneScript:
         self.script = LuaScript("registered", source, sha, -1)
 
     async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
-        return await self.lane.run(self.script, [str(k) for k in keys], args)
+        keys = [str(k) for k in keys]
+        for pause in _RETRY_PAUSES_S:
+            try:
+                return await self.lane.run(self.script, keys, args)
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                # What the services' redis-py clients do (``connection.create_redis``): a
+                # blip (a reset connection, a server still loading) is retried twice.
+                await asyncio.sleep(pause)
+        return await self.lane.run(self.script, keys, args)
 
 
 @cache
@@ -143,7 +154,7 @@ class ScriptLane:
         self._pool: ConnectionPool | None = pool if isinstance(pool, ConnectionPool) else None
         self._timeout_s = timeout_s
         self._conn: AbstractConnection | None = None
-        self._transport: asyncio.BaseTransport | None = None
+        self._transport: asyncio.WriteTransport | None = None
         self._outbox: list[bytes] = []
         # Every call not yet answered, oldest first; the last len(_outbox) are unwritten.
         self._pending: deque[asyncio.Future[Any]] = deque()
@@ -200,7 +211,7 @@ class ScriptLane:
         batch, self._outbox = self._outbox, []
         self.batches += 1
         try:
-            transport.write(b"".join(batch))  # type: ignore[attr-defined]
+            transport.write(b"".join(batch))
         except Exception as exc:  # a transport already closing: the reader reports it
             self._reset(self._conn, exc)
             return
@@ -213,7 +224,8 @@ class ScriptLane:
             await conn.connect()  # type: ignore[no-untyped-call]  # AUTH, SETNAME, …
             reader = conn._reader  # the streams redis-py connected
             writer = conn._writer
-            if reader is None or writer is None or writer.transport.is_closing():
+            if (reader is None or writer is None or writer.transport.is_closing()
+                    or reader.at_eof() or reader.exception() is not None):
                 raise RedisConnectionError("the connection closed while connecting")
         except asyncio.CancelledError:
             self._connecting = None
@@ -249,7 +261,9 @@ class ScriptLane:
             future = pending.popleft()
             if future.done():  # its caller was cancelled; the reply is consumed anyway
                 continue
-            if isinstance(reply, ResponseError):  # an error *reply*: the stream is intact
+            # An error *reply* (the stream is intact): ResponseError, and the errors
+            # redis-py makes connection errors (LOADING, NOAUTH, max clients …).
+            if isinstance(reply, Exception):
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
@@ -273,10 +287,13 @@ class ScriptLane:
         """Drop ``conn`` and fail every call in flight with ``exc``."""
         if conn is not None and conn is not self._conn:
             return  # an old connection: already reset
-        self._conn = self._transport = None
-        if self._flush_soon is not None:
-            self._flush_soon.cancel()
-            self._flush_soon = None
+        transport, self._conn, self._transport = self._transport, None, None
+        if transport is not None:
+            transport.abort()  # nothing more in or out of it, from now on
+        for timer in (self._flush_soon, self._watchdog):
+            if timer is not None:
+                timer.cancel()
+        self._flush_soon = self._watchdog = None
         pending, self._pending = self._pending, deque()
         self._outbox = []
         if not isinstance(exc, RedisError | OSError):
@@ -314,6 +331,8 @@ class _LaneProtocol(asyncio.Protocol):
         self.parser = parser
 
     def data_received(self, data: bytes) -> None:
+        if self.lane._conn is not self.conn:
+            return  # a connection the lane dropped: its replies answer nobody now
         self.parser.feed(data)
         try:
             self.lane._on_replies(self.parser)

@@ -152,7 +152,9 @@ class EmailProcessor:
         self.limiter = SendRateLimiter(
             redis, settings.key_prefix, global_rate=settings.emails_per_second,
             tenant_rate=settings.emails_per_second_per_tenant, scripts=self.scripts)
-        self.chunk_size = max(1, min(chunk_size, settings.emails_per_second_per_tenant))
+        # A chunk takes its tokens at once: no larger than either rate's second.
+        self.chunk_size = max(1, min(chunk_size, settings.emails_per_second_per_tenant,
+                                     settings.emails_per_second))
         # A claim lives as long as the job's lock: if the worker dies, both expire.
         self.claim_ttl_ms = settings.queue_config("email").lock_duration_ms
         self._compiled: dict[tuple[str, str], CompiledCampaign] = {}

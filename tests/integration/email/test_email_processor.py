@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -50,6 +51,22 @@ async def test_sends_one_personalised_message_per_recipient(make_pipeline: Any,
     assert ann.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert [d.status for d in p.recorded.rows] == ["sent"] * 3
     assert job.progress[-1] == {"done": 3, "total": 3, "sent": 3}
+
+
+async def test_a_chunk_is_no_larger_than_a_second_of_either_send_rate(
+        make_pipeline: Any, sink: SmtpSink) -> None:
+    # A chunk takes its tokens at once: at 14 emails a second (a provider's quota) a
+    # chunk of 50 would send a burst of three and a half seconds' worth.
+    p = make_pipeline(emails_per_second=14, emails_per_second_per_tenant=500)
+    assert p.processor.chunk_size == 14
+    assert make_pipeline(emails_per_second=2000,
+                         emails_per_second_per_tenant=8).processor.chunk_size == 8
+    job = StandInJob("b1", batch("c1", [f"r{i}@example.com" for i in range(20)], CONTENT))
+    # The second chunk waits for its tokens — or, on a slow machine, parks the job.
+    with contextlib.suppress(DelayedError):
+        await p.processor(job)
+    assert job.progress[0]["done"] == 14
+    assert sink.handler.accepted >= 14
 
 
 async def test_a_rerun_batch_skips_recipients_already_sent(make_pipeline: Any,

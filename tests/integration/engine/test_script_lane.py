@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from newsletter_queue.engine.scripts import LuaScript, ScriptLane
@@ -151,6 +151,28 @@ async def test_an_error_reply_fails_only_its_own_call(lane: ScriptLane, prefix: 
         assert f"refused {prefix}:{index}" in str(failure)
     assert await lane.run(script, [f"{prefix}:after"], ["d"]) == "d"
     assert lane.connects == 1
+
+
+async def test_error_replies_that_redis_py_makes_connection_errors_are_raised(
+        lane: ScriptLane, prefix: str, redis_client: aioredis.Redis) -> None:
+    # A server still loading its dataset answers LOADING; redis-py raises BusyLoadingError
+    # (a ConnectionError) for it. Here a script gives the same reply.
+    loading = _script("redis.call('INCR', KEYS[1]) "
+                      "return redis.error_reply('LOADING Redis is loading the dataset')")
+    counter = f"{prefix}:tries"
+    with pytest.raises(BusyLoadingError):
+        await lane.run(loading, [counter], [])
+    assert await redis_client.get(counter) == "1"
+    # Called as a registered script (the email services' way), a connection error is
+    # tried three times, as their redis-py clients do.
+    registered = lane.register_script(loading.source)
+    with pytest.raises(BusyLoadingError):
+        await registered(keys=[counter])
+    assert await redis_client.get(counter) == "4"
+    noauth = _script("return redis.error_reply('NOAUTH Authentication required.')")
+    with pytest.raises(AuthenticationError):
+        await lane.run(noauth, [f"{prefix}:k"], [])
+    assert lane.connects == 1  # the stream stayed intact
 
 
 async def test_a_connection_cut_with_calls_in_flight_fails_them_and_is_replaced(
