@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -55,25 +54,12 @@ def _run(factory: Callable[[], Awaitable[T]], settings: Settings | None = None) 
     ``settings`` (the long-running commands) on the event loop they choose."""
     try:
         if settings is not None:
-            _log_to_stderr(settings.log_level)
+            eventloop.log_to_stderr(settings.log_level)
             return eventloop.run(factory(), settings.event_loop)  # type: ignore[arg-type]
         return asyncio.run(factory())  # type: ignore[arg-type]
     except NewsletterQueueError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1) from None
-
-
-def _log_to_stderr(level: str) -> None:
-    """Logs of a long-running command go to standard error at ``level``, unless the
-    program embedding us configured logging already."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=level, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        # aiosmtpd (the dev sink) logs every SMTP command at INFO, Alembic every step of
-        # every migration check: theirs only from WARNING on.
-        for chatty in ("mail.log", "alembic"):
-            logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 
 def _settings() -> Settings:

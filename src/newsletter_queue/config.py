@@ -13,6 +13,7 @@ Every secret is a ``SecretStr`` and URLs that may carry a password are rendered 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
@@ -22,12 +23,12 @@ from pydantic import (
     AfterValidator,
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PositiveInt,
     SecretStr,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -163,6 +164,11 @@ class DkimKey(BaseModel):
         return self
 
 
+def _folded(fold: Callable[[str], str]) -> BeforeValidator:
+    """Accept a setting in any case: ``info`` for ``INFO``, ``UVLOOP`` for ``uvloop``."""
+    return BeforeValidator(lambda v: fold(v.strip()) if isinstance(v, str) else v)
+
+
 def _default_queues() -> dict[str, QueueConfig]:
     return dict(QUEUE_DEFAULTS)
 
@@ -245,10 +251,12 @@ class Settings(BaseSettings):
         default=2525, ge=0, le=65535, description="Port of the dev SMTP sink (0: any free)")
     shutdown_timeout_s: float = Field(
         default=30.0, gt=0, description="Grace period for active jobs on shutdown")
-    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+    event_loop: Annotated[Literal["auto", "uvloop", "asyncio"],
+                          _folded(str.lower)] = Field(
         default="auto", description="Event loop of up/worker/api: uvloop when installed "
         "(auto), required (uvloop) or asyncio's own")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"],
+                         _folded(str.upper)] = Field(
         default="INFO", description="Log level of up/worker/api (to standard error)")
     mail_from: str = "Newsletter <newsletter@localhost>"
     emails_per_second: PositiveInt = 2000
@@ -302,14 +310,6 @@ class Settings(BaseSettings):
     dev_api: bool = Field(
         default=False, validation_alias=AliasChoices("NLQ_DEV_API", "dev_api")
     )
-
-    @field_validator("log_level", "event_loop", mode="before")
-    @classmethod
-    def _any_case(cls, value: Any, info: ValidationInfo) -> Any:
-        """``info`` and ``INFO``, ``UVLOOP`` and ``uvloop`` alike."""
-        if not isinstance(value, str):
-            return value
-        return value.strip().upper() if info.field_name == "log_level" else value.strip().lower()
 
     @field_validator("redis_url")
     @classmethod

@@ -136,8 +136,8 @@ class ScriptLane:
 
     Failure handling: a connection error fails every call in flight (callers wait on
     the worker's ``Health`` and retry) and the next call opens a new connection. The
-    reader is always reading, so a connection closed while idle (``CLIENT KILL``, server
-    restart) is replaced before it is used. A watchdog resets the connection when
+    transport is always reading, so a connection closed while idle (``CLIENT KILL``,
+    server restart) is replaced before it is used. A watchdog resets the connection when
     replies stop coming for ``timeout_s`` (a dead peer that never sends a FIN).
 
     Args:
